@@ -1,0 +1,30 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-fast bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q -U pip wheel setuptools
+	# torch is pinned to the local CPU wheel here through constraints.txt, never in pyproject.toml
+	$(VENV)/bin/pip install -q -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/datagen demo --output demo_out
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest -m 'not manual' -q
+
+test-fast: $(STAMP)
+	$(VENV)/bin/python -m pytest -m 'not slow and not manual' -q
+
+bench: $(STAMP)
+	for b in bench/*.py; do $(VENV)/bin/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) demo_out .pytest_cache

@@ -1,0 +1,1 @@
+"""Dataset I/O: storage (local or object store), shard writing, tables, reading, validation."""

@@ -1,0 +1,51 @@
+"""Read a dataset directory back as typed samples, through webdataset."""
+from __future__ import annotations
+
+import sys
+from typing import Iterable, Iterator
+
+import fsspec
+import webdataset as wds
+
+from datagen.io.shards import SHARDS_DIR
+from datagen.io.storage import Location
+from schemas.sample import Sample, SampleRecord
+from schemas.tasks import task as task_spec
+
+
+def register_fsspec_scheme(protocol: str, **storage_options) -> None:
+    """Let webdataset's gopen open `protocol://` URLs through fsspec (s3, gs, ...)."""
+    schemes = sys.modules["webdataset.gopen"].gopen_schemes
+
+    def _open(url, mode="rb", bufsize=8192, **kw):
+        return fsspec.open(url, mode, **storage_options).open()
+
+    schemes[protocol] = _open
+
+
+def shard_urls(loc: Location, tasks: Iterable[int | str] | None = None) -> list[str]:
+    """URLs of the committed shards of a dataset, optionally of some tasks only."""
+    names = None if tasks is None else {task_spec(t).name for t in tasks}
+    rels = [p for p in loc.glob(f"{SHARDS_DIR}/*/*.tar") if names is None or p.split("/")[-2] in names]
+    if not loc.is_local:
+        proto = loc.url.split("://", 1)[0]
+        register_fsspec_scheme(proto, **(loc.fs.storage_options or {}))
+    return [loc.url_of(p) for p in rels]
+
+
+def to_sample(raw: dict) -> Sample:
+    """webdataset's raw dict (`__key__`, `json`, `in0.jpg`, ...) -> a typed Sample."""
+    record = SampleRecord.from_json(raw["json"])
+    media = {m: raw[m] for m in record.members()[1:]}
+    return Sample(record, media)
+
+
+def iter_samples(dataset: str | Location, tasks: Iterable[int | str] | None = None) -> Iterator[Sample]:
+    """Every sample of a dataset directory (local or object storage) as a typed Sample."""
+    loc = dataset if isinstance(dataset, Location) else Location.parse(dataset)
+    urls = shard_urls(loc, tasks)
+    if not urls:
+        return
+    pipeline = wds.DataPipeline(wds.SimpleShardList(urls), wds.tarfile_to_samples())
+    for raw in pipeline:
+        yield to_sample(raw)

@@ -1,0 +1,64 @@
+"""Read the manifest and failures Parquet datasets, and write stats.json."""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+
+from datagen.io.shards import FAILURES_DIR, MANIFEST_DIR
+from datagen.io.storage import Location
+from schemas.tables import FAILURES_SCHEMA, MANIFEST_SCHEMA
+from schemas.tasks import TASKS
+
+STATS_FILE = "stats.json"
+
+
+def _read(loc: Location, rel: str, schema: pa.Schema) -> pa.Table:
+    files = [loc.path(p) for p in loc.glob(f"{rel}/*.parquet")]
+    if not files:
+        return schema.empty_table()
+    return pads.dataset(files, schema=schema, format="parquet", filesystem=loc.fs).to_table()
+
+
+def read_manifest(loc: Location) -> pa.Table:
+    return _read(loc, MANIFEST_DIR, MANIFEST_SCHEMA)
+
+
+def read_failures(loc: Location) -> pa.Table:
+    return _read(loc, FAILURES_DIR, FAILURES_SCHEMA)
+
+
+def compute_stats(loc: Location, stage_counts: dict[str, dict[str, Any]] | None = None,
+                  extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Counts per task (from the manifest) and per stage (in, out, dropped by reason)."""
+    manifest = read_manifest(loc).select(["task", "sample_bytes", "video_id"]).to_pydict()
+    failures = read_failures(loc).select(["stage", "reason"]).to_pydict()
+    per_task = Counter(manifest["task"])
+    # in/out come from the pipeline's counters; drops always from the failures table,
+    # the one record that survives resumes.
+    stages: dict[str, dict[str, Any]] = {k: {**v, "dropped": {}} for k, v in (stage_counts or {}).items()}
+    for stage, reason in zip(failures["stage"], failures["reason"]):
+        dropped = stages.setdefault(stage, {"dropped": {}})["dropped"]
+        dropped[reason] = dropped.get(reason, 0) + 1
+    return {
+        "samples": len(manifest["task"]),
+        "bytes": int(sum(manifest["sample_bytes"])),
+        "videos_with_samples": len(set(manifest["video_id"])),
+        "tasks": {t.name: per_task.get(t.name, 0) for t in TASKS if per_task.get(t.name)},
+        "failures": len(failures["stage"]),
+        "stages": stages,
+        **(extra or {}),
+    }
+
+
+def write_stats(loc: Location, stats: dict[str, Any]) -> None:
+    loc.write_bytes(STATS_FILE, (json.dumps(stats, indent=2, sort_keys=True) + "\n").encode())
+
+
+def read_stats(loc: Location) -> dict[str, Any] | None:
+    if not loc.exists(STATS_FILE):
+        return None
+    return json.loads(loc.read_bytes(STATS_FILE))

@@ -1,0 +1,87 @@
+"""The batch contract between pipeline stages: column names and the failure convention.
+
+A stage is a callable `batch -> batch` over a dict of equal-length columns (lists or
+numpy arrays), as Ray Data's `map_batches` passes them. Rows never vanish inside a
+stage: a row a stage cannot handle is *marked* failed (the three `failed_*` columns
+set) and every later stage passes marked rows through untouched. The writer routes
+marked rows to the failures table. Stages may add rows (one video -> many pairs).
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+# Failure marking: all three are None on a healthy row.
+FAILED_STAGE = "failed_stage"
+FAILED_REASON = "failed_reason"
+FAILED_DETAIL = "failed_detail"
+FAILURE_COLUMNS = (FAILED_STAGE, FAILED_REASON, FAILED_DETAIL)
+
+# --- video level (ingest/probe) ---
+VIDEO_URI = "video_uri"  # str
+VIDEO_ID = "video_id"  # str, content hash
+# --- pair level (pairs stage output) ---
+SHOT = "shot"  # int, shot index in the video
+PAIR = "pair"  # int, pair index in the shot
+FRAME_A, FRAME_B = "frame_a", "frame_b"  # int, frame indices
+T_A_S, T_B_S = "t_a_s", "t_b_s"  # float seconds
+IMAGE_A, IMAGE_B = "image_a", "image_b"  # bytes, encoded once (JPEG or PNG)
+WIDTH, HEIGHT = "width", "height"  # int, size of image_a/image_b after resize
+FACTS = "facts_json"  # str, JSON object of measured facts (gap_s, flow, camera_motion, ...)
+# --- caption stage ---
+CAPTION = "caption_json"  # str, JSON: caption_a, caption_b, instruction, edit_type, objects[{name, box}]
+# --- segment stage ---
+SEGMENTS = "segments_json"  # str, JSON list: {object_id, name, box_a, box_b, area_a, area_b, score, visible_b}
+MASKS_A, MASKS_B = "masks_a", "masks_b"  # list[bytes], 8-bit PNG per object (0/255), frame size
+# --- depth stage ---
+DEPTH_A, DEPTH_B = "depth_a", "depth_b"  # bytes, 16-bit PNG, frame size
+# --- edges stage ---
+EDGES_A, EDGES_B = "edges_a", "edges_b"  # bytes, 8-bit PNG (0/255), frame size
+# --- provenance: one column per labelling stage, JSON of schemas.sample.Provenance ---
+PROVENANCE = "provenance_{stage}"  # e.g. provenance_depth
+
+
+def provenance_column(stage: str) -> str:
+    return PROVENANCE.format(stage=stage)
+
+
+def num_rows(batch: Mapping[str, Any]) -> int:
+    return len(next(iter(batch.values()))) if batch else 0
+
+
+def is_failed(batch: Mapping[str, Any], i: int) -> bool:
+    col = batch.get(FAILED_STAGE)
+    return col is not None and col[i] is not None
+
+
+def ensure_failure_columns(batch: dict[str, Any]) -> dict[str, Any]:
+    n = num_rows(batch)
+    for c in FAILURE_COLUMNS:
+        if c not in batch:
+            batch[c] = [None] * n
+        else:
+            batch[c] = list(batch[c])
+    return batch
+
+
+def mark_failed(batch: dict[str, Any], i: int, stage: str, reason: str, detail: str) -> None:
+    """Mark row i failed (first failure wins; later stages skip the row)."""
+    ensure_failure_columns(batch)
+    if batch[FAILED_STAGE][i] is None:
+        batch[FAILED_STAGE][i] = stage
+        batch[FAILED_REASON][i] = reason
+        batch[FAILED_DETAIL][i] = str(detail)[:2000]
+
+
+def healthy_rows(batch: Mapping[str, Any]) -> list[int]:
+    return [i for i in range(num_rows(batch)) if not is_failed(batch, i)]
+
+
+def rows_to_batch(rows: Iterable[Mapping[str, Any]], columns: Iterable[str] | None = None) -> dict[str, list]:
+    rows = list(rows)
+    cols = list(columns) if columns is not None else list(dict.fromkeys(c for r in rows for c in r))
+    return {c: [r.get(c) for r in rows] for c in cols}
+
+
+def batch_to_rows(batch: Mapping[str, Any]) -> list[dict[str, Any]]:
+    cols = list(batch)
+    return [{c: batch[c][i] for c in cols} for i in range(num_rows(batch))]

@@ -1,0 +1,43 @@
+"""Arrow schemas of the manifest and failures tables (Parquet datasets beside the shards)."""
+from __future__ import annotations
+
+import pyarrow as pa
+
+MEMBER = pa.struct([("name", pa.string()), ("size_bytes", pa.int64())])
+LABEL = pa.struct([
+    ("stage", pa.string()),
+    ("model_id", pa.string()),
+    ("revision", pa.string()),
+    ("params_json", pa.string()),
+])
+
+MANIFEST_SCHEMA = pa.schema([
+    ("key", pa.string()),
+    ("task_id", pa.int16()),
+    ("task", pa.string()),
+    ("shard", pa.string()),  # path relative to the dataset root, e.g. shards/instruction_edit/000003.tar
+    ("members", pa.list_(MEMBER)),
+    ("sample_bytes", pa.int64()),
+    ("video_uri", pa.string()),
+    ("video_id", pa.string()),
+    ("shot", pa.int32()),
+    ("pair", pa.int32()),
+    ("frame_a", pa.int64()),
+    ("frame_b", pa.int64()),
+    ("t_a_s", pa.float64()),
+    ("t_b_s", pa.float64()),
+    ("labels", pa.list_(LABEL)),
+    ("changed_labels", pa.list_(pa.string())),  # stages whose labels a relabel replaced
+    ("dataset_version", pa.int32()),
+])
+
+FAILURES_SCHEMA = pa.schema([
+    ("input_uri", pa.string()),  # the video (or dataset sample) the failure belongs to
+    ("video_id", pa.string()),
+    ("key", pa.string()),  # pair or sample key when the failure is below video level
+    ("stage", pa.string()),
+    ("reason", pa.string()),  # short, groupable code, e.g. "not_a_video", "invalid_json"
+    ("detail", pa.string()),  # human-readable message
+])
+
+FAILURE_FIELDS = tuple(FAILURES_SCHEMA.names)
