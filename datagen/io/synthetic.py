@@ -1,27 +1,12 @@
 """Synthetic but schema-true samples of every task, for tests and benchmarks."""
 from __future__ import annotations
 
-import io
-
 import numpy as np
-from PIL import Image
 
+from datagen.media import encode_image
 from schemas.members import input_member, sample_key, target_member
 from schemas.sample import ImageRef, Prompt, Provenance, Sample, SampleRecord, Source
 from schemas.tasks import TASK_BY_ID, ImageKind, Role, input_slots
-
-
-def encode_image(array: np.ndarray, kind: ImageKind, rgb_ext: str = "jpg", quality: int = 90) -> bytes:
-    """Encode one image member the way the shard contract stores its kind."""
-    buf = io.BytesIO()
-    if kind is ImageKind.rgb:
-        Image.fromarray(array.astype(np.uint8), "RGB").save(
-            buf, "JPEG" if rgb_ext == "jpg" else "PNG", **({"quality": quality} if rgb_ext == "jpg" else {}))
-    elif kind is ImageKind.depth16:
-        Image.fromarray(array.astype(np.uint16)).save(buf, "PNG")
-    else:
-        Image.fromarray(array.astype(np.uint8), "L").save(buf, "PNG")
-    return buf.getvalue()
 
 
 def random_image(rng: np.random.Generator, kind: ImageKind, width: int, height: int) -> np.ndarray:
