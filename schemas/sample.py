@@ -6,7 +6,7 @@ exported from these classes (`python -m schemas.export`) and a test pins it.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from schemas.tasks import ImageKind, Role
@@ -69,32 +69,56 @@ class SampleRecord:
     facts: dict[str, Any] = field(default_factory=dict)  # measured facts of the pair
     schema_version: int = SCHEMA_VERSION
 
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON data. Written out by hand: `dataclasses.asdict` deep-copies and
+        dominated the shard writer's profile."""
+        p, s = self.prompt, self.source
+        return {
+            "key": self.key, "task_id": self.task_id, "task": self.task,
+            "prompt": {"base": p.base, "context": p.context, "images": [_ref(i) for i in p.images]},
+            "target": _ref(self.target),
+            "source": {"video_uri": s.video_uri, "video_id": s.video_id, "shot": s.shot, "pair": s.pair,
+                       "frame_a": s.frame_a, "frame_b": s.frame_b, "t_a_s": s.t_a_s, "t_b_s": s.t_b_s},
+            "labels": {k: {"model_id": v.model_id, "revision": v.revision, "params": _jsonable(v.params)}
+                       for k, v in self.labels.items()},
+            "facts": _jsonable(self.facts),
+            "schema_version": self.schema_version,
+        }
+
     def to_json(self) -> bytes:
-        return json.dumps(_jsonable(asdict(self)), sort_keys=True, ensure_ascii=False).encode("utf-8")
+        return json.dumps(self.to_dict(), sort_keys=True, ensure_ascii=False).encode("utf-8")
 
     @classmethod
     def from_json(cls, data: bytes | str | dict) -> "SampleRecord":
         d = json.loads(data) if isinstance(data, (bytes, str)) else data
-
-        def ref(r: dict) -> ImageRef:
-            return ImageRef(**{**r, "role": Role(r["role"]), "kind": ImageKind(r["kind"])})
-
-        p = d["prompt"]
+        p, src = d["prompt"], d["source"]
         return cls(
-            key=d["key"],
-            task_id=d["task_id"],
-            task=d["task"],
-            prompt=Prompt(base=p["base"], context=p["context"], images=[ref(i) for i in p["images"]]),
-            target=ref(d["target"]),
-            source=Source(**d["source"]),
-            labels={k: Provenance(**v) for k, v in d["labels"].items()},
-            facts=d.get("facts", {}),
-            schema_version=d["schema_version"],
+            d["key"], d["task_id"], d["task"],
+            Prompt(p["base"], p["context"], [_ref_from(i) for i in p["images"]]),
+            _ref_from(d["target"]),
+            Source(src["video_uri"], src["video_id"], src["shot"], src["pair"], src["frame_a"], src["frame_b"],
+                   src["t_a_s"], src["t_b_s"]),
+            {k: Provenance(v["model_id"], v["revision"], v["params"]) for k, v in d["labels"].items()},
+            d.get("facts", {}),
+            d["schema_version"],
         )
 
     def members(self) -> list[str]:
         """Every member suffix this sample must have, `json` first."""
         return ["json", *(i.member for i in self.prompt.images), self.target.member]
+
+
+def _ref(r: "ImageRef") -> dict[str, Any]:
+    return {"member": r.member, "role": r.role.value, "kind": r.kind.value, "width": r.width,
+            "height": r.height, "label": r.label}
+
+
+_ROLES = {m.value: m for m in Role}
+_KINDS = {m.value: m for m in ImageKind}
+
+
+def _ref_from(r: dict[str, Any]) -> "ImageRef":
+    return ImageRef(r["member"], _ROLES[r["role"]], _KINDS[r["kind"]], r["width"], r["height"], r.get("label", ""))
 
 
 def _jsonable(value: Any) -> Any:

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import sys
-from typing import Iterable, Iterator
+import tarfile
+from typing import Any, Iterable, Iterator
 
 import fsspec
 import webdataset as wds
@@ -40,12 +41,31 @@ def to_sample(raw: dict) -> Sample:
     return Sample(record, media)
 
 
+def tar_members(sources: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """webdataset pipeline stage: shard URLs -> member dicts (`fname`, `data`, `__url__`).
+
+    Replaces webdataset's stream-mode expander: tarfile's stream mode reads through a
+    10 kB record buffer and halves throughput; our shards are seekable files (local or
+    fsspec), so the plain "r:" mode reads each member with one read call.
+    """
+    for source in sources:
+        url = source["url"]
+        opened = open(url, "rb") if "://" not in url else fsspec.open(url, "rb").open()
+        with opened as f, tarfile.open(fileobj=f, mode="r:") as tar:
+            for info in tar:
+                if info.isfile():
+                    yield {"fname": info.name, "data": tar.extractfile(info).read(), "__url__": url}
+
+
+def raw_samples(urls: list[str]) -> wds.DataPipeline:
+    """webdataset's raw sample dicts (`__key__`, `json`, `in0.jpg`, ...) of the given shards, in order."""
+    return wds.DataPipeline(wds.SimpleShardList(urls), tar_members, wds.tariterators.group_by_keys)
+
+
 def iter_samples(dataset: str | Location, tasks: Iterable[int | str] | None = None) -> Iterator[Sample]:
     """Every sample of a dataset directory (local or object storage) as a typed Sample."""
     loc = dataset if isinstance(dataset, Location) else Location.parse(dataset)
     urls = shard_urls(loc, tasks)
-    if not urls:
-        return
-    pipeline = wds.DataPipeline(wds.SimpleShardList(urls), wds.tarfile_to_samples())
-    for raw in pipeline:
-        yield to_sample(raw)
+    if urls:
+        for raw in raw_samples(urls):
+            yield to_sample(raw)

@@ -30,6 +30,7 @@ from schemas.tasks import TASK_BY_ID
 
 SHARDS_DIR, MANIFEST_DIR, FAILURES_DIR = "shards", "manifest", "failures"
 _TAR_BLOCK = 512
+_TAR_TRAILER = 2 * _TAR_BLOCK + tarfile.RECORDSIZE  # end-of-archive blocks + worst-case record padding
 _MTIME = 1_700_000_000  # fixed: deterministic shard bytes
 
 
@@ -59,10 +60,12 @@ def _tar_size(members: dict[str, bytes]) -> int:
     return sum(_TAR_BLOCK + -(-len(b) // _TAR_BLOCK) * _TAR_BLOCK for b in members.values())
 
 
-def manifest_row(sample: Sample, shard: str, dataset_version: int, changed_labels: Iterable[str] = ()) -> dict:
+def manifest_row(sample: Sample, shard: str, dataset_version: int, changed_labels: Iterable[str] = (),
+                 json_bytes: bytes | None = None) -> dict:
     r = sample.record
     s = r.source
-    members = [{"name": f"{r.key}.{m}", "size_bytes": len(sample.media[m]) if m != "json" else len(r.to_json())}
+    json_size = len(json_bytes if json_bytes is not None else r.to_json())
+    members = [{"name": f"{r.key}.{m}", "size_bytes": json_size if m == "json" else len(sample.media[m])}
                for m in r.members()]
     return {
         "key": r.key, "task_id": r.task_id, "task": r.task, "shard": shard, "members": members,
@@ -80,8 +83,9 @@ class _OpenShard:
         self.rel = rel
         self.tmp = f"{loc.path(rel)}.tmp-{uuid.uuid4().hex[:12]}"
         loc.makedirs(posixpath.dirname(rel))
-        self.file = loc.fs.open(self.tmp, "wb")
-        self.tar = tarfile.open(fileobj=self.file, mode="w|", format=tarfile.USTAR_FORMAT)
+        self.file = loc.open_abs(self.tmp, "wb")
+        # "w", not the stream mode "w|": the stream mode re-slices a 10 kB buffer per write
+        self.tar = tarfile.open(fileobj=self.file, mode="w", format=tarfile.USTAR_FORMAT)
         self.rows: list[dict] = []
         self.bytes = 0
 
@@ -117,7 +121,7 @@ class TaskShardWriter:
         size = _tar_size(payload)
         sh = self._open
         if sh is not None and (len(sh.rows) >= self.limits.max_samples
-                               or sh.bytes + size > self.limits.max_bytes):
+                               or sh.bytes + size + _TAR_TRAILER > self.limits.max_bytes):
             self.commit()
             sh = None
         if sh is None:
@@ -129,7 +133,7 @@ class TaskShardWriter:
             info.size, info.mtime, info.mode = len(data), _MTIME, 0o444
             sh.tar.addfile(info, io.BytesIO(data))
         sh.bytes += size
-        sh.rows.append(manifest_row(sample, sh.rel, self.dataset_version, changed_labels))
+        sh.rows.append(manifest_row(sample, sh.rel, self.dataset_version, changed_labels, payload["json"]))
         self._keys.add(r.key)
 
     def commit(self) -> None:

@@ -56,7 +56,11 @@ class Location:
         return self.fs.cat_file(self.path(rel))
 
     def open(self, rel: str, mode: str = "rb") -> IO:
-        return self.fs.open(self.path(rel), mode)
+        return self.open_abs(self.path(rel), mode)
+
+    def open_abs(self, path: str, mode: str = "rb") -> IO:
+        # builtin open for local files: fsspec's local wrapper costs ~30% of shard throughput
+        return open(path, mode) if self.is_local else self.fs.open(path, mode)
 
     def makedirs(self, rel: str = "") -> None:
         if self.is_local:
@@ -81,7 +85,7 @@ class Location:
         final = self.path(rel)
         tmp = f"{final}.tmp-{uuid.uuid4().hex[:12]}"
         self.makedirs(posixpath.dirname(rel))
-        f = self.fs.open(tmp, "wb")
+        f = self.open_abs(tmp, "wb")
         try:
             yield f
             f.close()
