@@ -45,6 +45,8 @@ def provenance_column(stage: str) -> str:
 
 
 def num_rows(batch: Mapping[str, Any]) -> int:
+    if hasattr(batch, "num_rows"):  # pyarrow.Table
+        return batch.num_rows
     return len(next(iter(batch.values()))) if batch else 0
 
 
@@ -82,6 +84,19 @@ def rows_to_batch(rows: Iterable[Mapping[str, Any]], columns: Iterable[str] | No
     return {c: [r.get(c) for r in rows] for c in cols}
 
 
-def batch_to_rows(batch: Mapping[str, Any]) -> list[dict[str, Any]]:
+def batch_to_rows(batch: Any) -> list[dict[str, Any]]:
+    """Rows of plain Python values from a dict of columns or a pyarrow.Table.
+
+    The pipeline asks Ray Data for `batch_format="pyarrow"`: its numpy format turns an
+    all-None column into NaN floats, which would read as "failed" here.
+    """
+    if hasattr(batch, "to_pylist"):
+        return batch.to_pylist()
     cols = list(batch)
-    return [{c: batch[c][i] for c in cols} for i in range(num_rows(batch))]
+    return [{c: _plain(batch[c][i]) for c in cols} for i in range(num_rows(batch))]
+
+
+def _plain(v: Any) -> Any:
+    if hasattr(v, "tolist") and not isinstance(v, (bytes, str)):
+        return v.tolist()  # numpy scalars and arrays -> Python values
+    return v

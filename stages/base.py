@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping
 
-from schemas.columns import FAILURE_COLUMNS, batch_to_rows, is_failed, rows_to_batch
+from schemas.columns import FAILED_STAGE, FAILURE_COLUMNS, batch_to_rows, rows_to_batch
 
 
 @dataclass
@@ -36,9 +36,10 @@ class Stage:
         raise NotImplementedError
 
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, list]:
+        """One batch (dict of columns or pyarrow.Table) in, a dict of columns out."""
         rows = batch_to_rows(batch)
-        failed = [r for i, r in enumerate(rows) if is_failed(batch, i)]
-        healthy = [r for i, r in enumerate(rows) if not is_failed(batch, i)]
+        failed = [r for r in rows if r.get(FAILED_STAGE) is not None]
+        healthy = [r for r in rows if r.get(FAILED_STAGE) is None]
         out = (self.process(healthy) if healthy else []) + failed
         for r in out:
             for c in FAILURE_COLUMNS:
