@@ -93,7 +93,13 @@ def run(
     set_: List[str] = typer.Option([], "--set", help="override a config key, e.g. pairs.max_pairs_per_shot=4"),
 ):
     """Run the pipeline: videos -> pairs -> labels -> task samples -> shards."""
-    not_built("run")
+    from datagen.pipeline.config import load_config
+    from datagen.pipeline.report import print_summary
+    from datagen.pipeline.run import run_pipeline
+
+    cfg = load_config(config, set_)
+    summary = run_pipeline(cfg, input, output, console=console)
+    print_summary(summary, Console())
 
 
 @app.command()
@@ -116,7 +122,22 @@ def relabel(
     only_stale: bool = typer.Option(False, "--only-stale", help="touch only samples whose provenance differs"),
 ):
     """Re-run some labelling stages on an existing dataset into a new version."""
-    not_built("relabel")
+    from rich.progress import Progress
+
+    from datagen.pipeline.config import load_config
+    from datagen.pipeline.relabel import relabel as run_relabel
+
+    cfg = load_config(config)
+    names = [s.strip() for s in stages.split(",") if s.strip()]
+    with Progress(console=console, transient=True) as bar:
+        job = bar.add_task("relabelling shards", total=None)
+        summary = run_relabel(input, output, names, cfg, only_stale,
+                              progress=lambda done, total: bar.update(job, completed=done, total=total))
+    changed = ", ".join(f"{k}={v}" for k, v in summary.samples_changed.items()) or "none"
+    console.print(f"relabelled {summary.shards_relabelled} shards (labels changed: {changed}; "
+                  f"{summary.samples_copied} samples copied unchanged), copied {summary.shards_copied} shards "
+                  f"byte for byte, {summary.shards_skipped_done} already done, {summary.failures} failures", highlight=False)
+    console.print(f"dataset: {summary.output}", highlight=False)
 
 
 @app.command()

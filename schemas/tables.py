@@ -28,6 +28,7 @@ MANIFEST_SCHEMA = pa.schema([
     ("t_b_s", pa.float64()),
     ("labels", pa.list_(LABEL)),
     ("changed_labels", pa.list_(pa.string())),  # stages whose labels a relabel replaced
+    ("previous_labels", pa.list_(LABEL)),  # their provenance before the relabel
     ("dataset_version", pa.int32()),
 ])
 
@@ -41,3 +42,15 @@ FAILURES_SCHEMA = pa.schema([
 ])
 
 FAILURE_FIELDS = tuple(FAILURES_SCHEMA.names)
+
+# The run's progress record, beside the manifest: one row per pair (or per failed video)
+# whose outputs are all committed. Resume skips what is listed here.
+PROGRESS_SCHEMA = pa.schema([
+    ("pair_key", pa.string()),  # {video_id}_s{shot}_p{pair}; None for a video that failed before pairs
+    ("video_id", pa.string()),
+    ("video_uri", pa.string()),
+    ("pairs_in_video", pa.int32()),  # how many pairs the video yielded (0 when it failed)
+    ("status", pa.string()),  # "done" or "failed"
+    ("made", pa.list_(pa.string())),  # task names sampled from the pair
+    ("skipped_json", pa.string()),  # {task: reason} for tasks that did not apply
+])

@@ -60,8 +60,13 @@ def _tar_size(members: dict[str, bytes]) -> int:
     return sum(_TAR_BLOCK + -(-len(b) // _TAR_BLOCK) * _TAR_BLOCK for b in members.values())
 
 
+def _label_rows(labels: dict) -> list[dict]:
+    return [{"stage": k, "model_id": v.model_id, "revision": v.revision,
+             "params_json": json.dumps(v.params, sort_keys=True)} for k, v in sorted(labels.items())]
+
+
 def manifest_row(sample: Sample, shard: str, dataset_version: int, changed_labels: Iterable[str] = (),
-                 json_bytes: bytes | None = None) -> dict:
+                 json_bytes: bytes | None = None, previous_labels: dict | None = None) -> dict:
     r = sample.record
     s = r.source
     json_size = len(json_bytes if json_bytes is not None else r.to_json())
@@ -72,9 +77,9 @@ def manifest_row(sample: Sample, shard: str, dataset_version: int, changed_label
         "sample_bytes": sum(m["size_bytes"] for m in members),
         "video_uri": s.video_uri, "video_id": s.video_id, "shot": s.shot, "pair": s.pair,
         "frame_a": s.frame_a, "frame_b": s.frame_b, "t_a_s": s.t_a_s, "t_b_s": s.t_b_s,
-        "labels": [{"stage": k, "model_id": v.model_id, "revision": v.revision,
-                    "params_json": json.dumps(v.params, sort_keys=True)} for k, v in sorted(r.labels.items())],
-        "changed_labels": sorted(changed_labels), "dataset_version": dataset_version,
+        "labels": _label_rows(r.labels),
+        "changed_labels": sorted(changed_labels), "previous_labels": _label_rows(previous_labels or {}),
+        "dataset_version": dataset_version,
     }
 
 
@@ -103,7 +108,7 @@ class TaskShardWriter:
         self._open: _OpenShard | None = None
         self._keys: set[str] = set()
 
-    def add(self, sample: Sample, changed_labels: Iterable[str] = ()) -> None:
+    def add(self, sample: Sample, changed_labels: Iterable[str] = (), previous_labels: dict | None = None) -> None:
         r = sample.record
         if r.task != self.task_name:
             raise ValueError(f"sample {r.key} is task {r.task!r}, writer is for {self.task_name!r}")
@@ -133,7 +138,8 @@ class TaskShardWriter:
             info.size, info.mtime, info.mode = len(data), _MTIME, 0o444
             sh.tar.addfile(info, io.BytesIO(data))
         sh.bytes += size
-        sh.rows.append(manifest_row(sample, sh.rel, self.dataset_version, changed_labels, payload["json"]))
+        sh.rows.append(manifest_row(sample, sh.rel, self.dataset_version, changed_labels, payload["json"],
+                                    previous_labels))
         self._keys.add(r.key)
 
     def commit(self) -> None:
@@ -178,13 +184,13 @@ class DatasetWriter:
         self.failures: list[dict] = []
         self.loc.makedirs()
 
-    def add(self, sample: Sample, changed_labels: Iterable[str] = ()) -> None:
+    def add(self, sample: Sample, changed_labels: Iterable[str] = (), previous_labels: dict | None = None) -> None:
         name = TASK_BY_ID[sample.record.task_id].name
         w = self.writers.get(name)
         if w is None:
             w = self.writers[name] = TaskShardWriter(self.loc, name, limits=self.limits, prefix=self.prefix,
                                                      dataset_version=self.dataset_version)
-        w.add(sample, changed_labels)
+        w.add(sample, changed_labels, previous_labels)
 
     def add_failure(self, **row: Any) -> None:
         unknown = set(row) - set(FAILURE_FIELDS)

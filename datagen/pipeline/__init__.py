@@ -1,0 +1,1 @@
+"""The pipeline on Ray Data: config, run, resume state, the dataset sink, relabel."""

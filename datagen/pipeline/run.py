@@ -1,0 +1,187 @@
+"""`datagen run`: build the Ray Data streaming pipeline and run it to a dataset directory.
+
+ingest -> shots -> pairs -> caption -> segment -> depth -> edges -> assemble -> write.
+CPU stages run as Ray tasks, model stages as actor pools that load their model once;
+Ray Data's streaming executor applies backpressure, so memory stays bounded.
+The same command, run again on the same output, resumes (see progress.py).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from datagen import UserError
+from datagen.config import to_dict
+from datagen.io.storage import Location
+from datagen.io.tables import compute_stats, read_failures, write_stats
+from datagen.pipeline.config import PipelineConfig
+from datagen.pipeline.progress import ResumeState, clean_partial_writes, read_progress
+from datagen.pipeline.sink import DatasetSink
+from schemas import columns as C
+from stages.assemble import AssembleStage
+from stages.base import Resources, Stage
+from stages.caption import CaptionStage
+from stages.depth import DepthStage
+from stages.edges import EdgesStage
+from stages.ingest import IngestStage, source_rows
+from stages.pairs import PairsStage
+from stages.segment import SegmentStage
+from stages.shots import ShotsStage
+
+MODEL_STAGES = {"caption": CaptionStage, "segment": SegmentStage, "depth": DepthStage, "edges": EdgesStage}
+RUN_FILE, CONFIG_FILE = "run.json", "config.yaml"
+STAGE_ORDER = ("ingest", "shots", "pairs", "caption", "segment", "depth", "edges", "assemble")
+
+
+@dataclass
+class RunSummary:
+    output: str
+    stats: dict[str, Any]
+    seconds: float
+    resumed: bool
+
+
+# --- CPU stages as Ray tasks: one stage object per worker process, built on first use ---
+_STAGE_CACHE: dict[str, Stage] = {}
+
+
+def _cpu_stage(batch, stage_cls: type[Stage], config: Any, resume: Any = None):
+    key = f"{stage_cls.__module__}.{stage_cls.__qualname__}:{json.dumps(to_dict(config), sort_keys=True)}"
+    stage = _STAGE_CACHE.get(key)
+    if stage is None:
+        stage = _STAGE_CACHE[key] = stage_cls(config)
+    out = stage(batch)
+    if stage_cls is IngestStage and resume is not None:
+        out = _drop_done_videos(out, resume)
+    if stage_cls is PairsStage:
+        out = _stamp_pairs_and_drop_done(out, resume)
+    return out
+
+
+def _keep(batch: dict[str, list], keep: list[bool]) -> dict[str, list]:
+    return {c: [v for v, k in zip(col, keep) if k] for c, col in batch.items()}
+
+
+def _drop_done_videos(batch: dict[str, list], state: ResumeState) -> dict[str, list]:
+    keep = [not state.is_video_done(vid, uri) for vid, uri in zip(batch[C.VIDEO_ID], batch[C.VIDEO_URI])]
+    return _keep(batch, keep)
+
+
+def _stamp_pairs_and_drop_done(batch: dict[str, list], state: ResumeState | None) -> dict[str, list]:
+    """Record how many pairs each video yielded (its batch holds all of them): resume
+    knows a video is finished when that many pairs are done."""
+    healthy = [f is None for f in batch[C.FAILED_STAGE]]
+    per_video = Counter(v for v, h in zip(batch[C.VIDEO_ID], healthy) if h)
+    batch["pairs_in_video"] = [per_video.get(v, 0) for v in batch[C.VIDEO_ID]]
+    if state is None or not state.done_pairs:
+        return batch
+    keep = [not (h and f"{v}_s{s:04d}_p{p:04d}" in state.done_pairs)
+            for v, s, p, h in zip(batch[C.VIDEO_ID], batch[C.SHOT], batch[C.PAIR], healthy)]
+    return _keep(batch, keep)
+
+
+def _map_kwargs(res: Resources) -> dict[str, Any]:
+    kw: dict[str, Any] = {"batch_size": res.batch_size, "num_cpus": res.num_cpus, "batch_format": "pyarrow"}
+    if res.num_gpus:
+        kw["num_gpus"] = res.num_gpus
+    return kw
+
+
+def build_dataset(cfg: PipelineConfig, sources: list[dict], output: str, state: ResumeState):
+    import ray
+
+    ds = ray.data.from_items(sources, override_num_blocks=max(1, min(len(sources), 4096)))
+    for stage_cls, section in ((IngestStage, cfg.ingest), (ShotsStage, cfg.shots), (PairsStage, cfg.pairs)):
+        res = section.resources
+        ds = ds.map_batches(_cpu_stage, fn_kwargs={"stage_cls": stage_cls, "config": section, "resume": state},
+                            concurrency=res.concurrency, **_map_kwargs(res))
+    for name in cfg.labels:
+        section = getattr(cfg, name)
+        res = section.resources
+        ds = ds.map_batches(MODEL_STAGES[name], fn_constructor_kwargs={"config": section},
+                            concurrency=res.concurrency, **_map_kwargs(res))
+    res = cfg.assemble.resources
+    ds = ds.map_batches(_cpu_stage, fn_kwargs={"stage_cls": AssembleStage, "config": cfg.assemble},
+                        concurrency=res.concurrency, **_map_kwargs(res))
+    return ds
+
+
+def init_ray(cfg: PipelineConfig) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
+    if not address:
+        kwargs.update(num_cpus=cfg.ray.num_cpus, object_store_memory=cfg.ray.object_store_memory_bytes)
+    ray.init(address=address, **{k: v for k, v in kwargs.items() if v is not None})
+    need_gpu = any(getattr(cfg, s).resources.num_gpus for s in cfg.labels)
+    if need_gpu and not ray.cluster_resources().get("GPU"):
+        raise UserError("the config asks for GPUs (resources.num_gpus) but the Ray cluster has none; "
+                        "use a CPU profile (e.g. --config cpu) or set <stage>.resources.num_gpus: 0")
+
+
+def check_run_config(loc: Location, cfg: PipelineConfig) -> tuple[dict, bool]:
+    """Snapshot the resolved config; a resumed run must produce the same samples."""
+    fp = cfg.output_fingerprint()
+    run = json.loads(loc.read_bytes(RUN_FILE)) if loc.exists(RUN_FILE) else None
+    if run and run["fingerprint"] != fp:
+        raise UserError(f"{loc.url} was written with a different config (fingerprint {run['fingerprint']}, now {fp}); "
+                        f"resume with the same config (see {loc.url}/{CONFIG_FILE}) or choose a new --output")
+    resumed = run is not None
+    run = run or {"fingerprint": fp, "attempts": 0}
+    run["attempts"] += 1
+    loc.makedirs()
+    loc.write_bytes(CONFIG_FILE, yaml.safe_dump(to_dict(cfg), sort_keys=False).encode())
+    loc.write_bytes(RUN_FILE, json.dumps(run, indent=2).encode())
+    return run, resumed
+
+
+def stage_yields(loc: Location, videos_in: int) -> dict[str, dict[str, Any]]:
+    """Rows in/out per stage, derived from the progress and failures tables (survives resumes)."""
+    progress = read_progress(loc).select(["pair_key"]).to_pydict()["pair_key"]
+    failures = Counter(read_failures(loc).select(["stage"]).to_pydict()["stage"])
+    pairs = sum(1 for k in progress if k)
+    out: dict[str, dict[str, Any]] = {}
+    videos_failed = sum(failures[s] for s in ("ingest", "shots", "pairs"))
+    out["ingest+shots+pairs"] = {"in": videos_in, "out": videos_in - videos_failed, "unit": "videos -> pairs",
+                                 "pairs": pairs}
+    n = pairs
+    for s in ("caption", "segment", "depth", "edges", "assemble"):
+        if failures[s] or s in ("caption", "depth", "edges", "segment"):
+            out[s] = {"in": n, "out": n - failures[s]}
+            n -= failures[s]
+    return out
+
+
+def run_pipeline(cfg: PipelineConfig, inputs: list[str], output: str, *, console=None) -> RunSummary:
+    import ray
+
+    t0 = time.time()
+    loc = Location.parse(output)
+    run, resumed = check_run_config(loc, cfg)
+    removed = clean_partial_writes(loc)
+    state = ResumeState.load(loc)
+    sources = source_rows(inputs)
+    if console:
+        what = f"resuming (attempt {run['attempts']}): {len(state.done_pairs)} pairs and " \
+               f"{state.samples_committed} samples already committed, {len(removed)} partial files removed" \
+            if resumed else "new run"
+        console.print(f"datagen run: {len(sources)} videos -> {loc.url} ({what})", highlight=False)
+    init_ray(cfg)
+    ds = build_dataset(cfg, sources, output, state)
+    sink = DatasetSink(output, cfg.write.limits, frozenset(state.committed_keys), cfg.write.min_rows_per_write,
+                       attempt=f"{run['attempts']:03d}{uuid.uuid4().hex[:4]}")
+    ds.write_datasink(sink)
+    stats = compute_stats(loc, stage_yields(loc, len(sources)),
+                          {"smoke": cfg.smoke, "config_fingerprint": run["fingerprint"], "attempts": run["attempts"]})
+    write_stats(loc, stats)
+    return RunSummary(loc.url, stats, time.time() - t0, resumed)
