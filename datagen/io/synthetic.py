@@ -44,3 +44,55 @@ def make_sample(task_id: int, video_id: str = "vid0", shot: int = 0, pair: int =
         facts={"gap_s": 1.0},
     )
     return Sample(record, media)
+
+
+def make_labelled_pair_row(video_id: str = "vidA", shot: int = 0, pair: int = 0, *, width: int = 96,
+                           height: int = 64, n_objects: int = 2, seed: int = 0) -> dict:
+    """A pair row as it reaches assemble: frames, caption, SAM2 masks, depth, edges, provenance.
+
+    Objects are squares that move right by 6 px between A and B; the camera is still.
+    """
+    import json
+
+    from schemas import columns as C
+
+    rng = np.random.default_rng([seed, shot, pair])
+    a = random_image(rng, ImageKind.rgb, width, height)
+    b = a.copy()
+    segments, masks_a, masks_b, objects = [], [], [], []
+    for i in range(n_objects):
+        side = height // 4
+        x0, y0 = 6 + i * (side + 8), 8 + i * 4
+        box_a, box_b = [x0, y0, x0 + side, y0 + side], [x0 + 6, y0, x0 + 6 + side, y0 + side]
+        ma, mb = np.zeros((height, width), np.uint8), np.zeros((height, width), np.uint8)
+        ma[y0:y0 + side, x0:x0 + side] = 255
+        mb[y0:y0 + side, x0 + 6:x0 + 6 + side] = 255
+        color = rng.integers(0, 256, 3)
+        a[ma > 0], b[mb > 0] = color, color
+        masks_a.append(encode_image(ma, ImageKind.mask))
+        masks_b.append(encode_image(mb, ImageKind.mask))
+        name = ["red box", "blue cup", "green ball"][i % 3]
+        objects.append({"name": name, "box": box_a})
+        segments.append({"object_id": i, "name": name, "box_a": box_a, "box_b": box_b, "area_a": side * side,
+                         "area_b": side * side, "score": 0.9, "visible_b": True})
+    caption = {"caption_a": "two objects on a gradient", "caption_b": "the objects have moved right",
+               "instruction": "move the objects to the right", "edit_type": "move", "objects": objects}
+
+    def prov(model: str) -> str:
+        return json.dumps({"model_id": model, "revision": "r1", "params": {}})
+
+    return {
+        C.VIDEO_URI: f"file:///videos/{video_id}.mp4", C.VIDEO_ID: video_id, C.SHOT: shot, C.PAIR: pair,
+        C.FRAME_A: 10, C.FRAME_B: 40, C.T_A_S: 0.4, C.T_B_S: 1.6, C.WIDTH: width, C.HEIGHT: height,
+        C.IMAGE_A: encode_image(a, ImageKind.rgb), C.IMAGE_B: encode_image(b, ImageKind.rgb),
+        C.FACTS: json.dumps({"gap_s": 1.2, "camera_motion": "static"}),
+        C.CAPTION: json.dumps(caption), C.SEGMENTS: json.dumps(segments), C.MASKS_A: masks_a, C.MASKS_B: masks_b,
+        C.DEPTH_A: encode_image(random_image(rng, ImageKind.depth16, width, height), ImageKind.depth16),
+        C.DEPTH_B: encode_image(random_image(rng, ImageKind.depth16, width, height), ImageKind.depth16),
+        C.EDGES_A: encode_image(random_image(rng, ImageKind.edge, width, height), ImageKind.edge),
+        C.EDGES_B: encode_image(random_image(rng, ImageKind.edge, width, height), ImageKind.edge),
+        C.provenance_column("caption"): prov("tiny-vlm"), C.provenance_column("segment"): prov("tiny-sam2"),
+        C.provenance_column("depth"): prov("tiny-depth"), C.provenance_column("edges"): prov("opencv-canny"),
+        "pairs_in_video": 1,
+        C.FAILED_STAGE: None, C.FAILED_REASON: None, C.FAILED_DETAIL: None,
+    }
