@@ -109,7 +109,13 @@ def demo(
     input: List[str] = typer.Option([], "--input", "-i", help="videos (default: the bundled sample clips)"),
 ):
     """Run the whole pipeline on the bundled sample videos with the CPU profile."""
-    not_built("demo")
+    from datagen.pipeline.demo import demo_config, demo_inputs
+    from datagen.pipeline.report import print_summary
+    from datagen.pipeline.run import run_pipeline
+
+    cfg = demo_config(say=lambda line: console.print(line, highlight=False))
+    summary = run_pipeline(cfg, demo_inputs(input), output, console=console)
+    print_summary(summary, Console())
 
 
 @app.command()
