@@ -56,7 +56,7 @@ def clean_partial_writes(loc: Location) -> list[str]:
 class ResumeState:
     done_pairs: set[str] = field(default_factory=set)
     done_videos: set[str] = field(default_factory=set)  # every pair of the video done, or the video failed
-    failed_uris: set[str] = field(default_factory=set)  # videos that failed before they had an id
+    failed_uris: set[str] = field(default_factory=set)  # videos that failed as a whole
     committed_keys: set[str] = field(default_factory=set)  # keys of pairs not (yet) marked done
     samples_committed: int = 0
 
@@ -70,10 +70,8 @@ class ResumeState:
         expected: dict[str, int] = {}
         done_videos, failed_uris = set(), set()
         for r in progress:
-            if r["pair_key"] is None:  # failed at video level
-                if r["video_id"]:
-                    done_videos.add(r["video_id"])
-                failed_uris.add(r["video_uri"])
+            if r["pair_key"] is None:  # failed at video level: by URI, since a duplicate
+                failed_uris.add(r["video_uri"])  # copy fails while its twin's id is still in work
                 continue
             per_video[r["video_id"]].add(r["pair_key"])
             if r["pairs_in_video"] is not None:
@@ -85,4 +83,4 @@ class ResumeState:
         return cls(done_pairs, done_videos, failed_uris, pending, len(keys))
 
     def is_video_done(self, video_id: str | None, video_uri: str) -> bool:
-        return (video_id in self.done_videos) if video_id else (video_uri in self.failed_uris)
+        return video_uri in self.failed_uris or (video_id is not None and video_id in self.done_videos)

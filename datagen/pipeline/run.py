@@ -52,17 +52,41 @@ class RunSummary:
 _STAGE_CACHE: dict[str, Stage] = {}
 
 
-def _cpu_stage(batch, stage_cls: type[Stage], config: Any, resume: Any = None):
+class VideoRegistry:
+    """Ray actor: the first URI to claim a video id owns it. Copies of one file under other
+    names have the same content id and would otherwise write the same sample keys twice."""
+
+    def __init__(self):
+        self.owner: dict[str, str] = {}
+
+    def claim(self, pairs: list[tuple[str, str]]) -> list[str]:
+        return [self.owner.setdefault(vid, uri) for vid, uri in pairs]
+
+
+def _cpu_stage(batch, stage_cls: type[Stage], config: Any, resume: Any = None, registry: Any = None):
     key = f"{stage_cls.__module__}.{stage_cls.__qualname__}:{json.dumps(to_dict(config), sort_keys=True)}"
     stage = _STAGE_CACHE.get(key)
     if stage is None:
         stage = _STAGE_CACHE[key] = stage_cls(config)
     out = stage(batch)
-    if stage_cls is IngestStage and resume is not None:
-        out = _drop_done_videos(out, resume)
+    if stage_cls is IngestStage:
+        if resume is not None:
+            out = _drop_done_videos(out, resume)
+        if registry is not None:
+            _mark_duplicates(out, registry)
     if stage_cls is PairsStage:
         out = _stamp_pairs_and_drop_done(out, resume)
     return out
+
+
+def _mark_duplicates(batch: dict[str, list], registry: Any) -> None:
+    import ray
+
+    todo = [i for i, f in enumerate(batch[C.FAILED_STAGE]) if f is None and batch[C.VIDEO_ID][i]]
+    owners = ray.get(registry.claim.remote([(batch[C.VIDEO_ID][i], batch[C.VIDEO_URI][i]) for i in todo]))
+    for i, owner in zip(todo, owners):
+        if owner != batch[C.VIDEO_URI][i]:
+            C.mark_failed(batch, i, "ingest", "duplicate_video", f"same content as {owner}")
 
 
 def _keep(batch: dict[str, list], keep: list[bool]) -> dict[str, list]:
@@ -94,13 +118,15 @@ def _map_kwargs(res: Resources) -> dict[str, Any]:
     return kw
 
 
-def build_dataset(cfg: PipelineConfig, sources: list[dict], output: str, state: ResumeState):
+def build_dataset(cfg: PipelineConfig, sources: list[dict], state: ResumeState):
     import ray
 
+    registry = ray.remote(num_cpus=0)(VideoRegistry).remote()
     ds = ray.data.from_items(sources, override_num_blocks=max(1, min(len(sources), 4096)))
     for stage_cls, section in ((IngestStage, cfg.ingest), (ShotsStage, cfg.shots), (PairsStage, cfg.pairs)):
         res = section.resources
-        ds = ds.map_batches(_cpu_stage, fn_kwargs={"stage_cls": stage_cls, "config": section, "resume": state},
+        extra = {"resume": state, "registry": registry} if stage_cls is IngestStage else {"resume": state}
+        ds = ds.map_batches(_cpu_stage, fn_kwargs={"stage_cls": stage_cls, "config": section, **extra},
                             concurrency=res.concurrency, **_map_kwargs(res))
     for name in cfg.labels:
         section = getattr(cfg, name)
@@ -177,7 +203,7 @@ def run_pipeline(cfg: PipelineConfig, inputs: list[str], output: str, *, console
             if resumed else "new run"
         console.print(f"datagen run: {len(sources)} videos -> {loc.url} ({what})", highlight=False)
     init_ray(cfg)
-    ds = build_dataset(cfg, sources, output, state)
+    ds = build_dataset(cfg, sources, state)
     sink = DatasetSink(output, cfg.write.limits, frozenset(state.committed_keys), cfg.write.min_rows_per_write,
                        attempt=f"{run['attempts']:03d}{uuid.uuid4().hex[:4]}")
     ds.write_datasink(sink)
