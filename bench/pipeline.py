@@ -1,0 +1,78 @@
+"""End-to-end pipeline throughput on the bundled clips (CPU demo profile), the share of
+time per stage, and relabel of depth vs a full re-run, all in one process.
+
+Prints `name: value unit ratio=R vs BASELINE` lines.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import av  # noqa: E402
+
+from datagen.pipeline.demo import BUNDLED_VIDEOS, demo_config  # noqa: E402
+from datagen.pipeline.relabel import relabel  # noqa: E402
+from datagen.pipeline.run import MODEL_STAGES, run_pipeline  # noqa: E402
+from schemas import columns as C  # noqa: E402
+from stages.assemble import AssembleStage  # noqa: E402
+from stages.ingest import IngestStage, source_rows  # noqa: E402
+from stages.pairs import PairsStage  # noqa: E402
+from stages.shots import ShotsStage  # noqa: E402
+
+
+def video_seconds(paths: list[str]) -> float:
+    total = 0.0
+    for p in paths:
+        with av.open(p) as c:
+            s = c.streams.video[0]
+            total += float(s.duration * s.time_base) if s.duration else float(c.duration or 0) / 1e6
+    return total
+
+
+def stage_shares(cfg, inputs: list[str]) -> dict[str, float]:
+    """Seconds per stage, each run bare (no Ray) over the same rows, in pipeline order."""
+    batch = C.rows_to_batch(source_rows(inputs))
+    seconds = {}
+    chain = [("ingest", IngestStage(cfg.ingest)), ("shots", ShotsStage(cfg.shots)), ("pairs", PairsStage(cfg.pairs))]
+    chain += [(n, MODEL_STAGES[n](getattr(cfg, n))) for n in cfg.labels]
+    chain += [("assemble", AssembleStage(cfg.assemble))]
+    for name, stage in chain:
+        t = time.perf_counter()
+        batch = stage(batch)
+        seconds[name] = time.perf_counter() - t
+    return seconds
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--input", action="append", default=[])
+    args = ap.parse_args()
+    inputs = args.input or [str(p) for p in sorted(BUNDLED_VIDEOS.glob("*")) if p.suffix in (".avi", ".mp4")]
+    cfg = demo_config(say=lambda line: print(f"# {line}"))
+    vsec = video_seconds(inputs)
+    with tempfile.TemporaryDirectory() as d:
+        run_pipeline(cfg, inputs, f"{d}/warm")  # Ray start-up and model caches out of the measurement
+        t = time.perf_counter()
+        full = run_pipeline(cfg, inputs, f"{d}/full")
+        full_s = time.perf_counter() - t
+        n = full.stats["samples"]
+        print(f"pipeline_samples: {n / full_s:.2f} samples/s ratio=1.00 vs itself ({n} samples in {full_s:.1f} s)")
+        print(f"pipeline_video: {vsec / full_s:.2f} video-s/s ratio={vsec / full_s:.2f} vs real time "
+              f"({vsec:.1f} s of video)")
+        t = time.perf_counter()
+        relabel(f"{d}/full", f"{d}/relabel", ["depth"], cfg)
+        relabel_s = time.perf_counter() - t
+        print(f"relabel_depth: {relabel_s:.1f} s ratio={full_s / relabel_s:.1f} vs full run ({full_s:.1f} s)")
+    shares = stage_shares(cfg, inputs)
+    total = sum(shares.values())
+    for name, s in shares.items():
+        print(f"stage_share_{name}: {100 * s / total:.1f} % ratio={s / total:.2f} vs all stages ({s:.1f} s bare)")
+
+
+if __name__ == "__main__":
+    main()
