@@ -139,7 +139,8 @@ while True: s.accept()[0].close()" "$RAY_PORT"
 [[ "$*" == *--head* ]] && exit 1
 exec sleep 600''',
     "python": 'echo "python $* wait-script:$(grep -cF "ray.nodes()")" >> "$LOG"',
-    "datagen": 'echo "datagen $* RAY_ADDRESS=$RAY_ADDRESS mode=$RAY_AUTH_MODE token_chars=${#RAY_AUTH_TOKEN}" >> "$LOG"',
+    "datagen": 'echo "datagen $* RAY_ADDRESS=$RAY_ADDRESS mode=$RAY_AUTH_MODE '
+               'token_chars=${#RAY_AUTH_TOKEN}" >> "$LOG"',
 }
 
 
@@ -168,7 +169,8 @@ def test_sbatch_starts_head_then_workers_waits_then_runs_datagen_against_them(tm
     port = [ln for ln in log if ln.startswith("ray start --head")][0].split("--port=")[1].split()[0]
     steps = [ln.split(" pid=")[0] for ln in log]
     assert steps[0] == "srun --nodes=1 --ntasks=1 -w node-a hostname --ip-address"
-    head = f"ray start --head --node-ip-address=127.0.0.1 --port={port} --num-cpus=32 --dashboard-host=127.0.0.1 --block"
+    head = (f"ray start --head --node-ip-address=127.0.0.1 --port={port} --num-cpus=32 "
+            "--dashboard-host=127.0.0.1 --block")
     worker = f"ray start --address=127.0.0.1:{port} --num-cpus=32 --block"
     (wait,) = [s for s in steps if s.startswith("python")]
     assert wait.startswith("python - 3 ") and wait.endswith("wait-script:1")  # the driver waits for all 3 nodes

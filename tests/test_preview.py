@@ -67,6 +67,8 @@ def dataset(tmp_path_factory):
                 w.add(s)
         w.add_failure(input_uri="file:///v/bad.mp4", video_id="bad", stage="ingest", reason="not_a_video",
                       detail="<b>moov atom not found</b>")
+        w.add_failure(input_uri="file:///v/notes.txt", video_id="notes", stage="ingest", reason="not_a_video",
+                      detail="no video stream")
         w.add_failure(input_uri="file:///v/a.mp4", video_id="a", key="a_s0000_p0000", stage="caption",
                       reason="invalid_json", detail="expected '}'")
     write_stats(Location.parse(str(root)), {"smoke": True, "stages": {"ingest": {"in": 3, "out": 2}}})
@@ -83,7 +85,7 @@ def page(dataset, tmp_path_factory):
 def test_page_shows_every_task_sample_images_prompts_and_provenance(page):
     path, text, summary = page
     parts = PageParts(text)
-    assert summary.samples_in_dataset == 19 and summary.failures == 2 and summary.smoke
+    assert summary.samples_in_dataset == 19 and summary.failures == 3 and summary.smoke
     for spec in TASKS:
         keys = parts.cards[f"task-{spec.name}"]
         assert len(keys) == (3 if spec.id == 1 else 2), spec.name
@@ -94,7 +96,10 @@ def test_page_shows_every_task_sample_images_prompts_and_provenance(page):
     seg_key = parts.cards["task-referring_segmentation"][0]
     assert parts.figures[seg_key]["role-overlay"] == 1  # the mask drawn over the canvas
     assert "datagen-synthetic" in text and "synthetic test data" in text  # provenance and context
-    assert "not_a_video" in text and "invalid_json" in text  # failure reasons
+    # failure reasons, grouped and counted; per-stage counts from stats.json beside the drops
+    assert "<td>ingest</td><td>not_a_video</td><td>2</td>" in text
+    assert "<td>caption</td><td>invalid_json</td><td>1</td>" in text
+    assert "<td>ingest</td><td>3</td><td>2</td><td>not_a_video=2</td>" in text
     assert "SMOKE: labels from tiny random models" in text
 
 
@@ -196,7 +201,8 @@ def yellow_pixels(png: bytes) -> int:
     return int((np.abs(rgb - SMOKE_YELLOW).sum(axis=2) < 30).sum())
 
 
-needs_chromium = pytest.mark.skipif(chromium_path() is None, reason="chromium not installed (CI installs it in .ci/run)")
+needs_chromium = pytest.mark.skipif(chromium_path() is None,
+                                    reason="chromium not installed (CI installs it in .ci/run)")
 
 
 @needs_chromium

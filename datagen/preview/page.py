@@ -56,9 +56,12 @@ def write_preview(dataset: str, out: Path, task: str | int | None = None, limit:
     if not loc.exists(""):
         raise UserError(f"dataset {dataset!r} not found; pass the --output directory of a run")
     counts = Counter(read_manifest(loc).column("task").to_pylist())
-    failures = read_failures(loc).to_pylist()
+    failures = read_failures(loc)
+    # grouped in Arrow: a run over a broken corpus may have millions of failure rows
+    groups = failures.group_by(["stage", "reason"], use_threads=False).aggregate(
+        [("stage", "count"), ("detail", "first"), ("input_uri", "first"), ("key", "first")]).to_pylist()
     stats = read_stats(loc) or {}
-    summary = PreviewSummary(Path(out), samples_in_dataset=sum(counts.values()), failures=len(failures),
+    summary = PreviewSummary(Path(out), samples_in_dataset=sum(counts.values()), failures=failures.num_rows,
                              smoke=bool(stats.get("smoke")))
     sections = [_task_section(loc, spec, limit, counts.get(spec.name, 0), summary) for spec in specs]
     body = [
@@ -66,8 +69,8 @@ def write_preview(dataset: str, out: Path, task: str | int | None = None, limit:
         f"{summary.samples_in_dataset} samples, {summary.failures} failure rows</p></header>",
         f'<div class="smoke">{e(SMOKE_BANNER)}; do not train on them</div>' if summary.smoke else "",
         _counts_table(counts, summary.shown, specs),
-        _stages_table(stats.get("stages") or {}, failures),
-        _failures_section(failures),
+        _stages_table(stats.get("stages") or {}, groups),
+        _failures_section(groups, failures.slice(0, MAX_FAILURE_ROWS).to_pylist(), failures.num_rows),
         *sections,
     ]
     page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
@@ -157,45 +160,42 @@ def _counts_table(counts: Counter, shown: dict[str, int], specs: list[TaskSpec])
             f"<th>in dataset</th><th>shown</th></tr>{rows}</table></section>")
 
 
-def _stages_table(stages: dict[str, dict], failures: list[dict]) -> str:
-    dropped: dict[str, Counter] = defaultdict(Counter)
-    for f in failures:
-        dropped[f["stage"]][f["reason"]] += 1
+def _stages_table(stages: dict[str, dict], groups: list[dict]) -> str:
+    dropped: dict[str, list[str]] = defaultdict(list)
+    for g in sorted(groups, key=lambda g: g["reason"]):
+        dropped[g["stage"]].append(f"{g['reason']}={g['stage_count']}")
     names = list(stages) + [s for s in dropped if s not in stages]
     if not names:
         return ""
     rows = "".join(f"<tr><td>{e(s)}</td><td>{e(stages.get(s, {}).get('in', '-'))}</td>"
-                   f"<td>{e(stages.get(s, {}).get('out', '-'))}</td>"
-                   f"<td>{e(', '.join(f'{r}={n}' for r, n in sorted(dropped[s].items())) or '-')}</td></tr>"
+                   f"<td>{e(stages.get(s, {}).get('out', '-'))}</td><td>{e(', '.join(dropped[s]) or '-')}</td></tr>"
                    for s in names)
     return ('<section id="stages"><h2>stages</h2><table><tr><th>stage</th><th>in</th><th>out</th>'
             f"<th>dropped (by reason)</th></tr>{rows}</table></section>")
 
 
-def _failures_section(failures: list[dict]) -> str:
-    if not failures:
+def _failures_section(groups: list[dict], first_rows: list[dict], total: int) -> str:
+    if not total:
         return '<section id="failures"><h2>failures</h2><p>none</p></section>'
-    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
-    for f in failures:
-        groups[(f["stage"], f["reason"])].append(f)
-    ranked = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))
-    summary = "".join(f"<tr><td>{e(stage)}</td><td>{e(reason)}</td><td>{len(rows)}</td>"
-                      f"<td>{e(rows[0]['detail'] or '')}</td><td>{e(rows[0]['input_uri'] or rows[0]['key'] or '')}</td></tr>"
-                      for (stage, reason), rows in ranked)
+    ranked = sorted(groups, key=lambda g: (-g["stage_count"], g["stage"], g["reason"]))
+    summary = "".join(f"<tr><td>{e(g['stage'])}</td><td>{e(g['reason'])}</td><td>{g['stage_count']}</td>"
+                      f"<td>{e(g['detail_first'] or '')}</td>"
+                      f"<td>{e(g['input_uri_first'] or g['key_first'] or '')}</td></tr>"
+                      for g in ranked)
     listed = "".join(f"<tr><td>{e(f['stage'])}</td><td>{e(f['reason'])}</td><td>{e(f['input_uri'] or '')}</td>"
-                     f"<td>{e(f['key'] or '')}</td><td>{e(f['detail'] or '')}</td></tr>"
-                     for f in failures[:MAX_FAILURE_ROWS])
-    more = f" (first {MAX_FAILURE_ROWS})" if len(failures) > MAX_FAILURE_ROWS else ""
+                     f"<td>{e(f['key'] or '')}</td><td>{e(f['detail'] or '')}</td></tr>" for f in first_rows)
+    more = f" (first {len(first_rows)})" if total > len(first_rows) else ""
     return ('<section id="failures"><h2>failures by reason</h2><table><tr><th>stage</th><th>reason</th>'
             f"<th>rows</th><th>example detail</th><th>example input</th></tr>{summary}</table>"
-            f"<details><summary>all {len(failures)} failure rows{more}</summary><table><tr><th>stage</th>"
+            f"<details><summary>all {total} failure rows{more}</summary><table><tr><th>stage</th>"
             f"<th>reason</th><th>input</th><th>key</th><th>detail</th></tr>{listed}</table></details></section>")
 
 
 _STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:16px;background:#fafafa;color:#222}
 h1{margin:0 0 4px}h2{border-bottom:1px solid #ccc;padding-bottom:2px}
-table{border-collapse:collapse;margin:6px 0}td,th{border:1px solid #ddd;padding:2px 6px;text-align:left;vertical-align:top}
+table{border-collapse:collapse;margin:6px 0}
+td,th{border:1px solid #ddd;padding:2px 6px;text-align:left;vertical-align:top}
 .smoke{background:#ffd400;color:#000;font-weight:bold;font-size:20px;padding:10px;border:3px solid #000;margin:8px 0}
 .cards{display:flex;flex-wrap:wrap;gap:12px}
 .sample{background:#fff;border:1px solid #ccc;border-radius:6px;padding:8px;max-width:1040px}
