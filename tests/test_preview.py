@@ -120,6 +120,15 @@ def test_model_written_text_is_escaped(page):
     assert "&lt;i&gt;vlm&lt;/i&gt;" in text  # provenance fields are escaped too
 
 
+def test_relabelled_samples_are_marked(tmp_path):
+    with DatasetWriter(str(tmp_path / "ds"), dataset_version=2) as w:
+        w.add(make_sample(6, pair=0), changed_labels=["depth"])
+        w.add(make_sample(6, pair=1))
+    write_preview(str(tmp_path / "ds"), tmp_path / "p.html")
+    text = (tmp_path / "p.html").read_text()
+    assert text.count("relabelled: depth") == 1
+
+
 def test_limit_and_task_filter(dataset, tmp_path):
     out = tmp_path / "p.html"
     summary = write_preview(str(dataset), out, limit=1)

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from PIL import Image
+
 from datagen import UserError
 from datagen.io.reader import iter_samples
 from datagen.io.storage import Location
@@ -27,7 +29,8 @@ from schemas.tasks import task as task_spec
 MAX_FAILURE_ROWS = 500  # the full list lives in failures/*.parquet; the page shows a readable prefix
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 SMOKE_BANNER = "SMOKE: labels from tiny random models"
-_READ_ERRORS = (OSError, ValueError, KeyError, tarfile.TarError)  # corrupt shard, bad JSON, missing member
+# corrupt shard or image, bad JSON, missing member, an image too large to be a real frame
+_READ_ERRORS = (OSError, ValueError, KeyError, tarfile.TarError, Image.DecompressionBombError)
 
 
 @dataclass
@@ -55,7 +58,9 @@ def write_preview(dataset: str, out: Path, task: str | int | None = None, limit:
     loc = Location.parse(dataset)
     if not loc.exists(""):
         raise UserError(f"dataset {dataset!r} not found; pass the --output directory of a run")
-    counts = Counter(read_manifest(loc).column("task").to_pylist())
+    manifest = read_manifest(loc).select(["key", "task", "changed_labels"]).to_pydict()
+    counts = Counter(manifest["task"])
+    relabelled = {k: c for k, c in zip(manifest["key"], manifest["changed_labels"]) if c}  # set by `relabel`
     failures = read_failures(loc)
     # grouped in Arrow: a run over a broken corpus may have millions of failure rows
     groups = failures.group_by(["stage", "reason"], use_threads=False).aggregate(
@@ -63,7 +68,7 @@ def write_preview(dataset: str, out: Path, task: str | int | None = None, limit:
     stats = read_stats(loc) or {}
     summary = PreviewSummary(Path(out), samples_in_dataset=sum(counts.values()), failures=failures.num_rows,
                              smoke=bool(stats.get("smoke")))
-    sections = [_task_section(loc, spec, limit, counts.get(spec.name, 0), summary) for spec in specs]
+    sections = [_task_section(loc, spec, limit, counts.get(spec.name, 0), relabelled, summary) for spec in specs]
     body = [
         f"<header><h1>datagen preview</h1><p>dataset <code>{e(dataset)}</code>: "
         f"{summary.samples_in_dataset} samples, {summary.failures} failure rows</p></header>",
@@ -82,12 +87,13 @@ def write_preview(dataset: str, out: Path, task: str | int | None = None, limit:
     return summary
 
 
-def _task_section(loc: Location, spec: TaskSpec, limit: int, count: int, summary: PreviewSummary) -> str:
+def _task_section(loc: Location, spec: TaskSpec, limit: int, count: int, relabelled: dict[str, list[str]],
+                  summary: PreviewSummary) -> str:
     cards, note = [], ""
     if count:
         try:
             for sample in itertools.islice(iter_samples(loc, [spec.id]), limit):
-                cards.append(_sample_card(sample))
+                cards.append(_sample_card(sample, relabelled.get(sample.key, [])))
         except _READ_ERRORS as err:
             note = f"could not read the shards of {spec.name} past sample {len(cards)}: {type(err).__name__}: {err}"
             summary.read_errors.append(note)
@@ -99,7 +105,7 @@ def _task_section(loc: Location, spec: TaskSpec, limit: int, count: int, summary
     return head + info + '<div class="cards">' + "".join(cards) + "</div></section>"
 
 
-def _sample_card(sample: Sample) -> str:
+def _sample_card(sample: Sample, changed_labels: list[str]) -> str:
     r = sample.record
     figures, shown = [], {}
     for ref in [*r.prompt.images, r.target]:
@@ -118,7 +124,8 @@ def _sample_card(sample: Sample) -> str:
     facts = "".join(f"<tr><th>{e(k)}</th><td>{e(_text(v))}</td></tr>" for k, v in sorted(r.facts.items()))
     prov = "".join(f"<tr><th>{e(stage)}</th><td>{e(p.model_id)}</td><td>{e(p.revision)}</td>"
                    f"<td>{e(_text(p.params))}</td></tr>" for stage, p in sorted(r.labels.items()))
-    return (f'<article class="sample" id="{e(r.key)}"><h3>{e(r.key)}</h3>'
+    changed = f'<p class="changed">relabelled: {e(", ".join(changed_labels))}</p>' if changed_labels else ""
+    return (f'<article class="sample" id="{e(r.key)}"><h3>{e(r.key)}</h3>{changed}'
             f'<div class="images">{"".join(figures)}</div>'
             f'<dl class="prompt"><dt>base</dt><dd>{e(r.prompt.base)}</dd>'
             f"<dt>context</dt><dd>{e(r.prompt.context)}</dd></dl>"
@@ -209,5 +216,5 @@ figcaption{font-size:12px;word-break:break-all}
 .prompt dt{font-weight:bold}.prompt dd{margin:0 0 4px 12px;white-space:pre-wrap}
 .source{font-family:monospace;font-size:12px;color:#555;word-break:break-all}
 .facts,.prov{font-size:12px}.facts caption,.prov caption{text-align:left;font-weight:bold}
-.error{color:#b00020;font-weight:bold}
+.error{color:#b00020;font-weight:bold}.changed{color:#8a4b00;font-weight:bold;margin:0 0 4px}
 """
