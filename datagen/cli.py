@@ -155,7 +155,14 @@ def preview(
     limit: int = typer.Option(24, help="samples per task"),
 ):
     """Write a self-contained HTML page of samples, prompts, labels and failures."""
-    not_built("preview")
+    from datagen.preview import write_preview
+
+    summary = write_preview(dataset, out, task=task, limit=limit)
+    for note in summary.read_errors:
+        console.print(f"[bold yellow]warning:[/] {note}", highlight=False)
+    smoke = " (SMOKE dataset: tiny random models)" if summary.smoke else ""
+    console.print(f"wrote {summary.path}: {sum(summary.shown.values())} of {summary.samples_in_dataset} samples, "
+                  f"{summary.failures} failure rows{smoke}", highlight=False)
 
 
 @app.command()

@@ -1,0 +1,59 @@
+"""Turn stored members (JPEG, 16-bit depth PNG, edge/mask PNG) into small viewable images."""
+from __future__ import annotations
+
+import base64
+import io
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from datagen.media import decode_image
+from schemas.tasks import ImageKind
+
+MAX_SIDE_PX = 320  # thumbnails: 24 samples x 9 tasks stay a few MB in one HTML file
+MASK_RGB = (255, 0, 96)  # magenta-red: stands out on most natural scenes
+MASK_ALPHA = 0.5
+
+
+def viewable(data: bytes, kind: ImageKind) -> np.ndarray:
+    """Decode a member into an HxWx3 uint8 image a browser can show as-is."""
+    array = decode_image(data, kind)
+    if kind is ImageKind.rgb:
+        return array
+    if kind is ImageKind.depth16:
+        return false_colour(array)
+    return np.repeat(array[..., None], 3, axis=2)
+
+
+def false_colour(depth: np.ndarray) -> np.ndarray:
+    """Relative depth -> inferno colours, stretched to the map's own range (its scale is arbitrary)."""
+    lo, hi = float(depth.min()), float(depth.max())
+    scaled = np.zeros(depth.shape, np.uint8) if hi <= lo else ((depth - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+    return cv2.cvtColor(cv2.applyColorMap(scaled, cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)
+
+
+def overlay_mask(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Blend a 0/255 mask over an RGB image (the mask is resized to the image if they differ)."""
+    if mask.shape[:2] != rgb.shape[:2]:
+        mask = cv2.resize(mask, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_NEAREST)
+    inside = mask > 127
+    out = rgb.astype(np.float32)
+    out[inside] = (1 - MASK_ALPHA) * out[inside] + MASK_ALPHA * np.asarray(MASK_RGB, np.float32)
+    return out.astype(np.uint8)
+
+
+def data_uri(rgb: np.ndarray, kind: ImageKind, max_side_px: int = MAX_SIDE_PX) -> str:
+    """A thumbnail as a `data:` URI: JPEG for photos, PNG for label maps (keeps thin edges crisp)."""
+    im = Image.fromarray(rgb, "RGB")
+    scale = max_side_px / max(im.size)
+    if scale < 1:
+        im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.Resampling.BOX)
+    buf = io.BytesIO()
+    if kind is ImageKind.rgb:
+        im.save(buf, "JPEG", quality=85)
+        mime = "image/jpeg"
+    else:
+        im.save(buf, "PNG", optimize=False)
+        mime = "image/png"
+    return f"data:{mime};base64,{base64.b64encode(buf.getvalue()).decode('ascii')}"
