@@ -1,0 +1,129 @@
+"""Shot boundaries from the scan's thumbnails: hard cuts, black gaps, fades, flashes.
+
+Signals are per decoded frame (luma thumbnails). A hard cut is a jump in mean absolute
+pixel difference far above the local level (adaptive threshold), that persists (the frame
+after is still unlike the frame before, which tells a cut from a flash). Black frames split
+shots and are never used; fades from/to black and blown-out frames are never used either.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+
+@dataclass
+class CutConfig:
+    cut_min_diff: float = 0.08  # mean |dY| on 0-1 luma; normal motion on thumbnails stays below ~0.05
+    cut_ratio: float = 4.0  # and 4x the local median: fast pans raise the local level, cuts stand out anyway
+    window: int = 8  # decoded frames each side for the local median (~0.5-1 s)
+    transient_ratio: float = 0.5  # flash: prev->next differ < half of what the frame differs from both
+    black_max: float = 0.15  # 98th percentile luma below this: nothing visible (dark scenes still have highlights)
+    blown_min: float = 0.9  # 2nd percentile luma above this: washed out (flashes, overexposure)
+    fade_min_step: float = 0.004  # brightness change per frame that counts as fading (normal drift is ~0.001)
+
+
+@dataclass
+class Shot:
+    shot: int
+    start_frame: int  # inclusive, first visible frame
+    end_frame: int  # inclusive
+    start_s: float
+    end_s: float
+    fade_in: bool = False
+    fade_out: bool = False
+
+
+@dataclass
+class Shots:
+    shots: list[Shot]
+    cuts: list[int]  # first frame of the new shot, hard cuts only (not black gaps)
+    unusable: dict[int, str] = field(default_factory=dict)  # frame index -> black|blown|transient|fade
+    brightness: dict[int, float] = field(default_factory=dict)  # frame index -> mean luma 0-1
+
+
+def _diff(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean()) / 255.0
+
+
+def detect(index: np.ndarray, thumbs: np.ndarray, times_s: np.ndarray, cfg: CutConfig,
+           refine: Callable[[int, int], dict[int, np.ndarray]] | None = None) -> Shots:
+    """Shots of one video; `refine(first, last)` returns thumbnails of every frame in between to place a cut exactly."""
+    n = len(index)
+    flat = thumbs.reshape(n, -1)
+    bright = flat.mean(1) / 255.0
+    p98, p2 = np.percentile(flat, 98, axis=1) / 255.0, np.percentile(flat, 2, axis=1) / 255.0
+    status = np.array(["ok"] * n, dtype=object)
+    status[p98 < cfg.black_max] = "black"
+    status[p2 > cfg.blown_min] = "blown"
+    d = np.zeros(n)
+    d[1:] = [_diff(thumbs[k - 1], thumbs[k]) for k in range(1, n)]
+    spike = np.zeros(n, bool)
+    for k in range(1, n - 1):  # flashes and glitches: unlike both neighbours, which are alike
+        low = min(d[k], d[k + 1])
+        spike[k] = low > cfg.cut_min_diff / 2 and _diff(thumbs[k - 1], thumbs[k + 1]) < cfg.transient_ratio * low
+    status[spike & (status == "ok")] = "transient"
+    good = (status != "black") & ~spike
+    cuts_pos = []
+    for k in range(1, n):
+        if not (good[k] and good[k - 1]):
+            continue
+        lo, hi = max(1, k - cfg.window), min(n, k + cfg.window + 1)
+        local = np.median(np.delete(d[lo:hi], k - lo)) if hi - lo > 1 else 0.0
+        if d[k] > max(cfg.cut_min_diff, cfg.cut_ratio * local):
+            cuts_pos.append(k)
+    cuts = [_place_cut(int(index[k - 1]), int(index[k]), refine) for k in cuts_pos]
+    _mark_fades(status, bright, cfg)
+    shots = _shots(index, status, cuts_pos, cuts, times_s)
+    return Shots(shots=shots, cuts=cuts, unusable={int(index[k]): str(status[k]) for k in range(n) if status[k] != "ok"},
+                 brightness={int(index[k]): float(bright[k]) for k in range(n)})
+
+
+def _place_cut(before: int, after: int, refine) -> int:
+    """The scan may have skipped frames between `before` and `after`: find the exact cut among them."""
+    if after - before <= 1 or refine is None:
+        return after
+    window = refine(before, after)
+    idx = sorted(window)
+    if len(idx) < 2:
+        return after
+    jumps = [_diff(window[idx[i - 1]], window[idx[i]]) for i in range(1, len(idx))]
+    return idx[int(np.argmax(jumps)) + 1]
+
+
+def _mark_fades(status: np.ndarray, bright: np.ndarray, cfg: CutConfig) -> None:
+    """Frames next to a black run whose brightness keeps ramping are a fade in/out."""
+    n = len(status)
+    for k in range(n):
+        if status[k] != "black":
+            continue
+        j = k + 1  # fade in: rising after the black frame
+        while j < n - 1 and status[j] != "black" and bright[j + 1] - bright[j] > cfg.fade_min_step:
+            status[j] = "fade"
+            j += 1
+        j = k - 1  # fade out: falling before the black frame
+        while j > 0 and status[j] != "black" and bright[j - 1] - bright[j] > cfg.fade_min_step:
+            status[j] = "fade"
+            j -= 1
+
+
+def _shots(index: np.ndarray, status: np.ndarray, cuts_pos: list[int], cuts: list[int], times_s: np.ndarray) -> list[Shot]:
+    """Runs of visible frames, split at cuts and at black frames."""
+    shots: list[Shot] = []
+    cut_at = dict(zip(cuts_pos, cuts))
+    start = None
+    fade_in = False
+    n = len(index)
+    for k in range(n + 1):
+        boundary = k == n or status[k] == "black" or k in cut_at
+        if boundary and start is not None:
+            end_frame = cut_at[k] - 1 if k in cut_at else int(index[k - 1])
+            first = cut_at.get(start, int(index[start]))
+            fade_out = status[k - 1] == "fade"
+            shots.append(Shot(len(shots), first, end_frame, float(times_s[first]), float(times_s[end_frame]), fade_in, fade_out))
+            start = None
+        if k < n and status[k] != "black" and start is None:
+            start = k
+            fade_in = status[k] == "fade"
+    return shots

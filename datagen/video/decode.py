@@ -1,0 +1,238 @@
+"""Decoding, paid for only where a decision needs it.
+
+- `scan`: one cheap pass for shot and motion decisions. PyAV decodes only reference
+  frames (non-reference B-frames are skipped inside the decoder), at reduced resolution
+  where the codec can (`lowres`), without the deblocking filter, and keeps the luma
+  plane only (no colour conversion). It keeps a tiny thumbnail of every decoded frame
+  and a small analysis image of the frames nearest a regular time grid.
+- `decode_window`: every frame between two timestamps, to place a cut exactly.
+- `decode_frames`: full resolution RGB of the few frames that become samples: decord
+  random access when its frame table agrees with ours, PyAV otherwise.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import av
+import cv2
+import numpy as np
+
+from datagen.video.probe import ProbeInfo, VideoError
+
+# Decoders that implement FFmpeg's `lowres` (decode at 1/2, 1/4, 1/8 size in the DCT domain).
+LOWRES_CODECS = {"mpeg1video", "mpeg2video", "mpeg4", "h263", "h263p", "msmpeg4v1", "msmpeg4v2", "msmpeg4v3",
+                 "wmv1", "wmv2", "mjpeg", "flv1"}
+
+
+@dataclass
+class ScanConfig:
+    thumb_size_px: tuple[int, int] = (64, 48)  # cut/brightness signal: big enough for histograms, tiny to store
+    analysis_short_side_px: int = 128  # flow/blur images: DIS flow needs ~100 px to see object motion
+    grid_step_s: float = 0.5  # candidate pair frames every 0.5 s: 8 gap choices in 0.5-4 s, small to pass between stages
+    skip_nonref: bool = True  # skip non-reference frames in the scan (half the decode work with B-frames)
+    lowres: int = 2  # decode at 1/4 size where the codec allows (never below analysis_short_side_px)
+    fast_decode: bool = True  # skip the deblocking filter in the scan: its artefacts do not move cuts or flow
+    decode_threads: int = 1  # Ray parallelises over videos; threads inside one decoder only add CPU overhead
+    max_decode_errors: int = 0  # a broken packet means broken frames around it: reject the video by default
+
+
+@dataclass
+class Scan:
+    """What the scan saw: `index[k]` is the frame index of thumbnail `thumbs[k]`."""
+
+    index: np.ndarray  # int64 (n,), sorted
+    thumbs: np.ndarray  # uint8 (n, th, tw) luma
+    grid_index: np.ndarray  # int64 (m,), frames with an analysis image
+    grid_images: list[np.ndarray] = field(default_factory=list)  # uint8 luma, display orientation
+    decoded_frames: int = 0
+
+
+def _luma(frame: av.VideoFrame, bits: int) -> np.ndarray:
+    if frame.format.name.startswith(("yuv", "yuvj", "nv12", "nv21", "gray")):
+        plane = frame.planes[0]
+        if bits > 8:
+            y = np.frombuffer(plane, np.uint16).reshape(frame.height, plane.line_size // 2)[:, :frame.width]
+            return (y >> (bits - 8)).astype(np.uint8)
+        return np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)[:, :frame.width]
+    return frame.to_ndarray(format="gray")
+
+
+def _open(path: str, info: ProbeInfo, cfg: ScanConfig, fast: bool):
+    container = av.open(path)
+    stream = container.streams.video[0]
+    ctx = stream.codec_context
+    ctx.thread_count = cfg.decode_threads
+    options = {}
+    if fast and cfg.fast_decode:
+        options["skip_loop_filter"] = "all"
+    if fast and info.codec in LOWRES_CODECS and cfg.lowres > 0:
+        level = cfg.lowres
+        while level > 0 and min(info.width, info.height) >> level < cfg.analysis_short_side_px:
+            level -= 1
+        if level:
+            options["lowres"] = str(level)
+    ctx.options = options
+    return container, stream
+
+
+def _frame_index(info: ProbeInfo, frame: av.VideoFrame) -> int:
+    ts = frame.pts if frame.pts is not None else frame.dts
+    if ts is None:
+        return -1
+    k = int(np.searchsorted(info.frame_pts, ts))
+    if k >= len(info.frame_pts) or (k > 0 and ts - info.frame_pts[k - 1] < info.frame_pts[k] - ts):
+        k -= 1  # nearest entry: some streams carry slightly different frame and packet timestamps
+    return max(k, 0)
+
+
+def _analysis_image(y: np.ndarray, short_side_px: int, rotation_deg: int) -> np.ndarray:
+    h, w = y.shape
+    s = short_side_px / min(h, w)
+    img = cv2.resize(y, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(np.rot90(img, rotation_deg // 90)) if rotation_deg % 360 else img
+
+
+def scan(path: str, info: ProbeInfo, cfg: ScanConfig) -> Scan:
+    """The cheap pass: thumbnails of decoded frames, analysis images on the time grid."""
+    times = (info.frame_pts - info.frame_pts[0]) * info.time_base
+    grid_t = np.arange(0.0, times[-1] + 1e-9, cfg.grid_step_s)
+    # The grid frames are the first frames at or after each grid time; in a scan that skips
+    # frames the nearest decoded one stands in (at most a frame or two later).
+    want = set(np.searchsorted(times, grid_t).clip(0, len(times) - 1).tolist())
+    seen: dict[int, np.ndarray] = {}
+    grid: dict[int, np.ndarray] = {}
+    pending = sorted(want)
+    errors, decoded = 0, 0
+    container, stream = _open(path, info, cfg, fast=True)
+    if cfg.skip_nonref:
+        stream.codec_context.skip_frame = "NONREF"
+    bits = info.bit_depth
+    with container:
+        packets = container.demux(stream)
+        while True:
+            try:
+                packet = next(packets)
+                frames = stream.codec_context.decode(packet)
+            except StopIteration:
+                break
+            except av.FFmpegError as e:
+                errors += 1
+                if errors > cfg.max_decode_errors:
+                    raise VideoError("decode_error", f"after {decoded} frames: {e}") from None
+                continue
+            for frame in frames:
+                decoded += 1
+                idx = _frame_index(info, frame)
+                if idx < 0 or idx in seen:
+                    continue
+                y = _luma(frame, bits)
+                seen[idx] = cv2.resize(y, cfg.thumb_size_px, interpolation=cv2.INTER_AREA)
+                if any(idx >= g for g in pending[:1]):
+                    grid[idx] = _analysis_image(y, cfg.analysis_short_side_px, info.rotation_deg)
+                    pending = [g for g in pending if g > idx]
+    if not seen:
+        raise VideoError("decode_error", "no frame decoded")
+    index = np.array(sorted(seen), np.int64)
+    gidx = np.array(sorted(grid), np.int64)
+    return Scan(index=index, thumbs=np.stack([seen[i] for i in index]), grid_index=gidx,
+                grid_images=[grid[i] for i in gidx], decoded_frames=decoded)
+
+
+def decode_window(path: str, info: ProbeInfo, cfg: ScanConfig, first: int, last: int) -> dict[int, np.ndarray]:
+    """Thumbnails of every frame with index in [first, last] (a seek to the keyframe before, then decode)."""
+    container, stream = _open(path, info, cfg, fast=True)
+    out: dict[int, np.ndarray] = {}
+    lo, hi = info.frame_pts[first], info.frame_pts[last]
+    with container:
+        keys = info.keyframe_pts[info.keyframe_pts <= lo]
+        container.seek(int(keys[-1]) if len(keys) else int(info.frame_pts[0]), stream=stream, backward=True)
+        try:
+            for frame in container.decode(stream):
+                idx = _frame_index(info, frame)
+                if first <= idx <= last:
+                    out[idx] = cv2.resize(_luma(frame, info.bit_depth), cfg.thumb_size_px, interpolation=cv2.INTER_AREA)
+                if frame.pts is not None and frame.pts > hi and len(out) >= last - first + 1:
+                    break
+        except av.FFmpegError:
+            pass  # the scan already judged this stream decodable; a window is best effort
+    return out
+
+
+def fit_size(width: int, height: int, short_side_px: int, max_long_side_px: int) -> tuple[int, int]:
+    """Output size: short side to `short_side_px`, long side at most `max_long_side_px`, never upscaled."""
+    short, long_ = min(width, height), max(width, height)
+    s = min(1.0, short_side_px / short, max_long_side_px / long_)
+    w, h = max(2, round(width * s)), max(2, round(height * s))
+    return w - w % 2, h - h % 2
+
+
+def _finish(rgb: np.ndarray, info: ProbeInfo, short_side_px: int, max_long_side_px: int) -> np.ndarray:
+    if info.rotation_deg % 360:
+        rgb = np.rot90(rgb, info.rotation_deg // 90)
+    h, w = rgb.shape[:2]
+    ow, oh = fit_size(w, h, short_side_px, max_long_side_px)
+    if (ow, oh) != (w, h):
+        rgb = cv2.resize(rgb, (ow, oh), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(rgb)
+
+
+def decode_frames(path: str, info: ProbeInfo, indices: list[int], short_side_px: int,
+                  max_long_side_px: int) -> dict[int, np.ndarray]:
+    """Full-quality RGB frames (display orientation, resized) for `indices`."""
+    wanted = sorted(set(int(i) for i in indices))
+    if not wanted:
+        return {}
+    frames = _decord_frames(path, info, wanted)
+    if frames is None:
+        frames = _pyav_frames(path, info, wanted)
+    missing = [i for i in wanted if i not in frames]
+    if missing:
+        raise VideoError("decode_error", f"frames {missing[:5]} do not decode")
+    return {i: _finish(f, info, short_side_px, max_long_side_px) for i, f in frames.items()}
+
+
+def _decord_frames(path: str, info: ProbeInfo, wanted: list[int]) -> dict[int, np.ndarray] | None:
+    """decord by index, only when its frame table is ours (same count, same start times)."""
+    try:
+        import decord
+
+        vr = decord.VideoReader(path, num_threads=1)
+        if len(vr) != info.num_frames:
+            return None
+        ts = vr.get_frame_timestamp(wanted)[:, 0]
+        ours = (info.frame_pts[wanted] - info.frame_pts[0]) * info.time_base
+        if not np.allclose(ts - ts[0], ours - ours[0], atol=0.5 / max(info.fps, 1.0)):
+            return None
+        batch = vr.get_batch(wanted).asnumpy()
+    except Exception:  # decord raises its own error types (DECORDError, RuntimeError): PyAV takes over
+        return None
+    return {i: batch[k] for k, i in enumerate(wanted)}
+
+
+def _pyav_frames(path: str, info: ProbeInfo, wanted: list[int]) -> dict[int, np.ndarray]:
+    """Seek to the keyframe before each wanted frame; decode on while the next wanted one is in the same GOP."""
+    out: dict[int, np.ndarray] = {}
+    todo = list(wanted)
+
+    def key_before(i: int) -> int:
+        keys = info.keyframe_pts[info.keyframe_pts <= info.frame_pts[i]]
+        return int(keys[-1]) if len(keys) else int(info.frame_pts[0])
+
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        while todo:
+            target = todo[0]
+            container.seek(key_before(target), stream=stream, backward=True)
+            try:
+                for frame in container.decode(stream):
+                    idx = _frame_index(info, frame)
+                    if idx in todo:
+                        out[idx] = frame.to_ndarray(format="rgb24")
+                        todo.remove(idx)
+                    if not todo or idx >= todo[0] or key_before(todo[0]) > info.frame_pts[max(idx, 0)]:
+                        break
+            except av.FFmpegError:
+                pass
+            if todo and todo[0] == target:
+                todo.pop(0)  # never came out of the decoder: the caller reports it missing
+    return out
