@@ -146,8 +146,8 @@ def standard_clip(path: str | Path, scale: int = 1, **kw) -> Truth:
         s = 10 * r
         segs += [
             Segment("static", 48, seed=s + 1, fade_in=12),
-            Segment("pan", 48, speed_px=3.0, seed=s + 2),
+            Segment("pan", 48, speed_px=1.5, seed=s + 2),
             Segment("object", 49, speed_px=4.0, seed=s + 3, flash_at=24),
-            Segment("pan", 40, speed_px=-3.0, seed=s + 4),
+            Segment("pan", 40, speed_px=-1.5, seed=s + 4),
         ]
     return write_video(path, segs, **kw)
