@@ -85,10 +85,28 @@ def _frame_index(info: ProbeInfo, frame: av.VideoFrame) -> int:
     return max(k, 0)
 
 
-def _analysis_image(y: np.ndarray, short_side_px: int, rotation_deg: int) -> np.ndarray:
-    h, w = y.shape
-    s = short_side_px / min(h, w)
-    img = cv2.resize(y, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+def _decode_from_key(container, stream, info: ProbeInfo, first: int):
+    """Seek to the keyframe at or before frame `first`, yield (frame index, frame) in display order.
+
+    Indices count output frames from the first one (located by its timestamp): decoders of some
+    streams (AVI with packed B-frames) stamp frames with neighbouring timestamps, counting is exact.
+    """
+    keys = info.keyframe_pts[info.keyframe_pts <= info.frame_pts[first]]
+    container.seek(int(keys[-1]) if len(keys) else int(info.frame_pts[0]), stream=stream, backward=True)
+    idx = None
+    for frame in container.decode(stream):
+        idx = _frame_index(info, frame) if idx is None else idx + 1
+        yield idx, frame
+
+
+def analysis_size(info: ProbeInfo, short_side_px: int) -> tuple[int, int]:
+    """(width, height) of analysis images before rotation; fixed per video, whatever size frames decode at."""
+    s = short_side_px / min(info.width, info.height)
+    return max(1, round(info.width * s)), max(1, round(info.height * s))
+
+
+def _analysis_image(y: np.ndarray, size: tuple[int, int], rotation_deg: int) -> np.ndarray:
+    img = cv2.resize(y, size, interpolation=cv2.INTER_AREA)
     return np.ascontiguousarray(np.rot90(img, rotation_deg // 90)) if rotation_deg % 360 else img
 
 
@@ -107,6 +125,7 @@ def scan(path: str, info: ProbeInfo, cfg: ScanConfig) -> Scan:
     if cfg.skip_nonref:
         stream.codec_context.skip_frame = "NONREF"
     bits = info.bit_depth
+    size = analysis_size(info, cfg.analysis_short_side_px)
     with container:
         packets = container.demux(stream)
         while True:
@@ -127,8 +146,8 @@ def scan(path: str, info: ProbeInfo, cfg: ScanConfig) -> Scan:
                     continue
                 y = _luma(frame, bits)
                 seen[idx] = cv2.resize(y, cfg.thumb_size_px, interpolation=cv2.INTER_AREA)
-                if any(idx >= g for g in pending[:1]):
-                    grid[idx] = _analysis_image(y, cfg.analysis_short_side_px, info.rotation_deg)
+                if pending and idx >= pending[0]:
+                    grid[idx] = _analysis_image(y, size, info.rotation_deg)
                     pending = [g for g in pending if g > idx]
     if not seen:
         raise VideoError("decode_error", "no frame decoded")
@@ -139,22 +158,18 @@ def scan(path: str, info: ProbeInfo, cfg: ScanConfig) -> Scan:
 
 
 def decode_window(path: str, info: ProbeInfo, cfg: ScanConfig, first: int, last: int) -> dict[int, np.ndarray]:
-    """Thumbnails of every frame with index in [first, last] (a seek to the keyframe before, then decode)."""
+    """Thumbnails of every frame with index in [first, last] (best effort: the scan judged the stream decodable)."""
     container, stream = _open(path, info, cfg, fast=True)
     out: dict[int, np.ndarray] = {}
-    lo, hi = info.frame_pts[first], info.frame_pts[last]
     with container:
-        keys = info.keyframe_pts[info.keyframe_pts <= lo]
-        container.seek(int(keys[-1]) if len(keys) else int(info.frame_pts[0]), stream=stream, backward=True)
         try:
-            for frame in container.decode(stream):
-                idx = _frame_index(info, frame)
+            for idx, frame in _decode_from_key(container, stream, info, first):
                 if first <= idx <= last:
                     out[idx] = cv2.resize(_luma(frame, info.bit_depth), cfg.thumb_size_px, interpolation=cv2.INTER_AREA)
-                if frame.pts is not None and frame.pts > hi and len(out) >= last - first + 1:
+                if idx >= last:
                     break
         except av.FFmpegError:
-            pass  # the scan already judged this stream decodable; a window is best effort
+            pass
     return out
 
 
@@ -166,9 +181,7 @@ def fit_size(width: int, height: int, short_side_px: int, max_long_side_px: int)
     return w - w % 2, h - h % 2
 
 
-def _finish(rgb: np.ndarray, info: ProbeInfo, short_side_px: int, max_long_side_px: int) -> np.ndarray:
-    if info.rotation_deg % 360:
-        rgb = np.rot90(rgb, info.rotation_deg // 90)
+def _resize(rgb: np.ndarray, short_side_px: int, max_long_side_px: int) -> np.ndarray:
     h, w = rgb.shape[:2]
     ow, oh = fit_size(w, h, short_side_px, max_long_side_px)
     if (ow, oh) != (w, h):
@@ -188,11 +201,11 @@ def decode_frames(path: str, info: ProbeInfo, indices: list[int], short_side_px:
     missing = [i for i in wanted if i not in frames]
     if missing:
         raise VideoError("decode_error", f"frames {missing[:5]} do not decode")
-    return {i: _finish(f, info, short_side_px, max_long_side_px) for i, f in frames.items()}
+    return {i: _resize(f, short_side_px, max_long_side_px) for i, f in frames.items()}
 
 
 def _decord_frames(path: str, info: ProbeInfo, wanted: list[int]) -> dict[int, np.ndarray] | None:
-    """decord by index, only when its frame table is ours (same count, same start times)."""
+    """decord by index (it applies the display rotation itself), only when its frame table is ours."""
     try:
         import decord
 
@@ -200,7 +213,7 @@ def _decord_frames(path: str, info: ProbeInfo, wanted: list[int]) -> dict[int, n
         if len(vr) != info.num_frames:
             return None
         ts = vr.get_frame_timestamp(wanted)[:, 0]
-        ours = (info.frame_pts[wanted] - info.frame_pts[0]) * info.time_base
+        ours = info.times_s[wanted]
         if not np.allclose(ts - ts[0], ours - ours[0], atol=0.5 / max(info.fps, 1.0)):
             return None
         batch = vr.get_batch(wanted).asnumpy()
@@ -213,23 +226,22 @@ def _pyav_frames(path: str, info: ProbeInfo, wanted: list[int]) -> dict[int, np.
     """Seek to the keyframe before each wanted frame; decode on while the next wanted one is in the same GOP."""
     out: dict[int, np.ndarray] = {}
     todo = list(wanted)
+    k = info.rotation_deg // 90
 
     def key_before(i: int) -> int:
-        keys = info.keyframe_pts[info.keyframe_pts <= info.frame_pts[i]]
-        return int(keys[-1]) if len(keys) else int(info.frame_pts[0])
+        return int(np.searchsorted(info.keyframe_pts, info.frame_pts[i], side="right"))
 
     with av.open(path) as container:
         stream = container.streams.video[0]
         while todo:
             target = todo[0]
-            container.seek(key_before(target), stream=stream, backward=True)
             try:
-                for frame in container.decode(stream):
-                    idx = _frame_index(info, frame)
+                for idx, frame in _decode_from_key(container, stream, info, target):
                     if idx in todo:
-                        out[idx] = frame.to_ndarray(format="rgb24")
+                        rgb = frame.to_ndarray(format="rgb24")
+                        out[idx] = np.rot90(rgb, k) if k % 4 else rgb
                         todo.remove(idx)
-                    if not todo or idx >= todo[0] or key_before(todo[0]) > info.frame_pts[max(idx, 0)]:
+                    if not todo or idx >= todo[0] or key_before(todo[0]) > key_before(min(idx, len(info.frame_pts) - 1)):
                         break
             except av.FFmpegError:
                 pass

@@ -20,6 +20,7 @@ class PairingConfig:
     max_gap_s: float = 4.0  # beyond 4 s the scene drifts too far for one instruction to describe
     target_gap_s: float = 1.0  # first gap tried: about one action beat; static -> longer, too much -> shorter
     tries_per_frame: int = 3  # flow evaluations per candidate frame A before moving on
+    boundary_margin_frames: int = 2  # keep off the shot's ends: some streams' timestamps are off by a frame
     min_shot_s: float = 1.0  # a shot shorter than min gap plus margins gives no stable pair
     min_pair_spacing_s: float = 1.0  # successive pairs of a shot start >= 1 s apart: no near-duplicate pairs
     max_pairs_per_shot: int = 4  # long static-camera shots must not dominate the corpus
@@ -56,7 +57,8 @@ def choose_pairs(shots: Shots, grid_index: np.ndarray, grid_images: list[np.ndar
             why["short_shot"] += 1
             continue
         cands = []
-        for i in grid_index[(grid_index >= shot.start_frame) & (grid_index <= shot.end_frame)]:
+        lo, hi = shot.start_frame + cfg.boundary_margin_frames, shot.end_frame - cfg.boundary_margin_frames
+        for i in grid_index[(grid_index >= lo) & (grid_index <= hi)]:
             reason = _frame_problem(int(i), shots, grid_images[pos[int(i)]], cfg)
             if reason:
                 why[reason] += 1

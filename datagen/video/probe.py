@@ -8,6 +8,8 @@ A bad input raises `VideoError(reason, detail)`; the stage turns it into a failu
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import os
 import shutil
 import tempfile
@@ -61,8 +63,24 @@ class ProbeInfo:
     keyframe_pts: np.ndarray = field(repr=False)
 
     def facts(self) -> dict:
+        """The JSON-able facts (everything but the frame table)."""
         return {k: getattr(self, k) for k in ("codec", "width", "height", "rotation_deg", "fps", "vfr", "duration_s",
-                                              "num_frames", "bit_depth", "pix_fmt", "size_bytes")}
+                                              "num_frames", "bit_depth", "pix_fmt", "size_bytes", "time_base")}
+
+    def frame_table(self) -> bytes:
+        """The timestamps as compact bytes for a batch column (a long video has tens of thousands)."""
+        buf = io.BytesIO()
+        np.savez_compressed(buf, frame_pts=self.frame_pts, keyframe_pts=self.keyframe_pts)
+        return buf.getvalue()
+
+    @classmethod
+    def from_columns(cls, facts_json: str, frame_table: bytes) -> "ProbeInfo":
+        with np.load(io.BytesIO(frame_table)) as z:
+            return cls(**json.loads(facts_json), frame_pts=z["frame_pts"], keyframe_pts=z["keyframe_pts"])
+
+    @property
+    def times_s(self) -> np.ndarray:
+        return (self.frame_pts - self.frame_pts[0]) * self.time_base
 
 
 def video_id(uri: str, **storage_options) -> str:
