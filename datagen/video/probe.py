@@ -135,7 +135,7 @@ def probe(path: str, limits: ProbeLimits = ProbeLimits()) -> ProbeInfo:
         stream = container.streams.video[0]
         ctx = stream.codec_context
         if ctx is None or ctx.codec is None or ctx.name in (None, "none"):
-            raise VideoError("unsupported_codec", f"no decoder for codec tag {stream.codec_tag!r}")
+            raise VideoError("unsupported_codec", f"no decoder for the video stream (codec tag {getattr(ctx, 'codec_tag', '?')!r})")
         width, height = int(ctx.width or 0), int(ctx.height or 0)
         lo, hi = min(width, height), max(width, height)
         if lo < limits.min_side_px or hi > limits.max_side_px or hi > limits.max_aspect * max(lo, 1):

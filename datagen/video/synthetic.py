@@ -105,7 +105,7 @@ def write_video(
     with av.open(path, "w") as out:
         stream = out.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.time_base = time_base
+        stream.time_base = stream.codec_context.time_base = time_base  # fine clock: VFR timestamps survive
         if codec == "libx264":
             stream.options = {"crf": "20", "preset": "veryfast"}
         if rotation_deg:
@@ -151,3 +151,20 @@ def standard_clip(path: str | Path, scale: int = 1, **kw) -> Truth:
             Segment("pan", 40, speed_px=-1.5, seed=s + 4),
         ]
     return write_video(path, segs, **kw)
+
+
+def corrupt_packets(src: str | Path, dst: str | Path, first: int, count: int = 3, seed: int = 0) -> None:
+    """Copy `src` to `dst` with `count` video packets from `first` on replaced by random bytes (a decode error midway)."""
+    rng = np.random.default_rng(seed)
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        ist = inp.streams.video[0]
+        ost = out.add_stream_from_template(ist)
+        for k, packet in enumerate(inp.demux(ist)):
+            if packet.dts is None:
+                continue  # the demuxer's final flush packet
+            if first <= k < first + count:
+                bad = av.Packet(rng.integers(0, 256, packet.size, dtype=np.uint8).tobytes())
+                bad.pts, bad.dts, bad.time_base = packet.pts, packet.dts, packet.time_base
+                packet = bad
+            packet.stream = ost
+            out.mux(packet)
