@@ -39,6 +39,8 @@ class Stage:
         rows = batch_to_rows(batch)
         failed = [r for i, r in enumerate(rows) if is_failed(batch, i)]
         healthy = [r for i, r in enumerate(rows) if not is_failed(batch, i)]
+        for r in healthy:  # NaN (Ray's all-null column) -> None, so `fail` can mark the row
+            r.update(dict.fromkeys(FAILURE_COLUMNS))
         out = (self.process(healthy) if healthy else []) + failed
         for r in out:
             for c in FAILURE_COLUMNS:
