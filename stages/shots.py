@@ -15,6 +15,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
+import cv2
 import numpy as np
 
 from datagen.video.cuts import CutConfig, Shot, Shots, detect
@@ -33,6 +34,7 @@ class ShotsConfig:
     scan: ScanConfig = field(default_factory=ScanConfig)
     cuts: CutConfig = field(default_factory=CutConfig)
     storage_options: dict[str, Any] = field(default_factory=dict)
+    opencv_threads: int = 1  # Ray runs a worker per CPU; OpenCV's own thread pool would only add contention
     # one video per batch: a scan takes ~0.1-1 s per minute of video and its rows are large
     resources: Resources = field(default_factory=lambda: Resources(num_cpus=1, batch_size=1, concurrency=2))
 
@@ -43,6 +45,7 @@ class ShotsStage(Stage):
 
     def __init__(self, config: ShotsConfig | None = None):
         self.config = config or ShotsConfig()
+        cv2.setNumThreads(self.config.opencv_threads)
 
     def process(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [self._one(row) for row in rows]
@@ -67,9 +70,10 @@ class ShotsStage(Stage):
             "unusable": {str(k): v for k, v in shots.unusable.items() if k in grid},
             "brightness": {str(k): round(v, 4) for k, v in shots.brightness.items() if k in grid},
             "decoded_frames": seen.decoded_frames,
+            "skip_nonref": cfg.scan.skip_nonref,  # the pairs stage decodes its frames the same way
         })
         buf = io.BytesIO()
-        np.savez_compressed(buf, grid_index=seen.grid_index, grid_images=np.stack(seen.grid_images))
+        np.savez(buf, grid_index=seen.grid_index, grid_images=np.stack(seen.grid_images))
         row[SCAN] = buf.getvalue()
         return row
 

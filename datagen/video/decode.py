@@ -6,8 +6,10 @@
   plane only (no colour conversion). It keeps a tiny thumbnail of every decoded frame
   and a small analysis image of the frames nearest a regular time grid.
 - `decode_window`: every frame between two timestamps, to place a cut exactly.
-- `decode_frames`: full resolution RGB of the few frames that become samples: decord
-  random access when its frame table agrees with ours, PyAV otherwise.
+- `decode_frames`: full resolution RGB of the few frames that become samples, one seek
+  per group of pictures, skipping non-reference frames like the scan did (the frames it
+  chose are reference frames). decord's random access is the alternative: it re-decodes
+  from the keyframe for each frame and cannot skip, 4-5x slower on long GOPs here.
 """
 from __future__ import annotations
 
@@ -54,6 +56,8 @@ def _luma(frame: av.VideoFrame, bits: int) -> np.ndarray:
             y = np.frombuffer(plane, np.uint16).reshape(frame.height, plane.line_size // 2)[:, :frame.width]
             return (y >> (bits - 8)).astype(np.uint8)
         return np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)[:, :frame.width]
+    if frame.format.name == "rgb24":  # e.g. cinepak: OpenCV's conversion is ~10x cheaper than swscale's here
+        return cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_RGB2GRAY)
     return frame.to_ndarray(format="gray")
 
 
@@ -61,7 +65,7 @@ def _open(path: str, info: ProbeInfo, cfg: ScanConfig, fast: bool):
     container = av.open(path)
     stream = container.streams.video[0]
     ctx = stream.codec_context
-    ctx.thread_count = cfg.decode_threads
+    ctx.thread_count = cfg.decode_threads  # also keeps skip_frame changes per packet in effect (no frame threads)
     options = {}
     if fast and cfg.fast_decode:
         options["skip_loop_filter"] = "all"
@@ -85,18 +89,10 @@ def _frame_index(info: ProbeInfo, frame: av.VideoFrame) -> int:
     return max(k, 0)
 
 
-def _decode_from_key(container, stream, info: ProbeInfo, first: int):
-    """Seek to the keyframe at or before frame `first`, yield (frame index, frame) in display order.
-
-    Indices count output frames from the first one (located by its timestamp): decoders of some
-    streams (AVI with packed B-frames) stamp frames with neighbouring timestamps, counting is exact.
-    """
-    keys = info.keyframe_pts[info.keyframe_pts <= info.frame_pts[first]]
-    container.seek(int(keys[-1]) if len(keys) else int(info.frame_pts[0]), stream=stream, backward=True)
-    idx = None
-    for frame in container.decode(stream):
-        idx = _frame_index(info, frame) if idx is None else idx + 1
-        yield idx, frame
+def _shrink(y: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Area-average `y` to `size`; a strided view first keeps the average cheap on big frames (10x here)."""
+    step = max(1, min(y.shape[1] // (2 * size[0]), y.shape[0] // (2 * size[1])))
+    return cv2.resize(y[::step, ::step], size, interpolation=cv2.INTER_AREA)
 
 
 def analysis_size(info: ProbeInfo, short_side_px: int) -> tuple[int, int]:
@@ -106,7 +102,7 @@ def analysis_size(info: ProbeInfo, short_side_px: int) -> tuple[int, int]:
 
 
 def _analysis_image(y: np.ndarray, size: tuple[int, int], rotation_deg: int) -> np.ndarray:
-    img = cv2.resize(y, size, interpolation=cv2.INTER_AREA)
+    img = _shrink(y, size)
     return np.ascontiguousarray(np.rot90(img, rotation_deg // 90)) if rotation_deg % 360 else img
 
 
@@ -145,7 +141,7 @@ def scan(path: str, info: ProbeInfo, cfg: ScanConfig) -> Scan:
                 if idx < 0 or idx in seen:
                     continue
                 y = _luma(frame, bits)
-                seen[idx] = cv2.resize(y, cfg.thumb_size_px, interpolation=cv2.INTER_AREA)
+                seen[idx] = _shrink(y, cfg.thumb_size_px)
                 if pending and idx >= pending[0]:
                     grid[idx] = _analysis_image(y, size, info.rotation_deg)
                     pending = [g for g in pending if g > idx]
@@ -157,16 +153,32 @@ def scan(path: str, info: ProbeInfo, cfg: ScanConfig) -> Scan:
                 grid_images=[grid[i] for i in gidx], decoded_frames=decoded)
 
 
+def _packets_from_key(container, stream, info: ProbeInfo, first: int):
+    """Seek to the keyframe at or before frame `first` and demux from there."""
+    keys = info.keyframe_pts[info.keyframe_pts <= info.frame_pts[first]]
+    container.seek(int(keys[-1]) if len(keys) else int(info.frame_pts[0]), stream=stream, backward=True)
+    return container.demux(stream)
+
+
 def decode_window(path: str, info: ProbeInfo, cfg: ScanConfig, first: int, last: int) -> dict[int, np.ndarray]:
-    """Thumbnails of every frame with index in [first, last] (best effort: the scan judged the stream decodable)."""
+    """Thumbnails of every frame with index in [first, last] (best effort: the scan judged the stream decodable).
+
+    Up to `first` only reference frames are decoded (nothing else is needed to reach it).
+    """
     container, stream = _open(path, info, cfg, fast=True)
+    ctx = stream.codec_context
     out: dict[int, np.ndarray] = {}
+    lo = int(info.frame_pts[first])
     with container:
         try:
-            for idx, frame in _decode_from_key(container, stream, info, first):
-                if first <= idx <= last:
-                    out[idx] = cv2.resize(_luma(frame, info.bit_depth), cfg.thumb_size_px, interpolation=cv2.INTER_AREA)
-                if idx >= last:
+            for packet in _packets_from_key(container, stream, info, first):
+                ts = packet.pts if packet.pts is not None else packet.dts
+                ctx.skip_frame = "NONREF" if ts is not None and ts < lo else "DEFAULT"
+                for frame in ctx.decode(packet):
+                    idx = _frame_index(info, frame)
+                    if first <= idx <= last:
+                        out[idx] = _shrink(_luma(frame, info.bit_depth), cfg.thumb_size_px)
+                if len(out) > last - first or (ts is not None and ts > info.frame_pts[min(last + 16, len(info.frame_pts) - 1)]):
                     break
         except av.FFmpegError:
             pass
@@ -189,15 +201,21 @@ def _resize(rgb: np.ndarray, short_side_px: int, max_long_side_px: int) -> np.nd
     return np.ascontiguousarray(rgb)
 
 
-def decode_frames(path: str, info: ProbeInfo, indices: list[int], short_side_px: int,
-                  max_long_side_px: int) -> dict[int, np.ndarray]:
-    """Full-quality RGB frames (display orientation, resized) for `indices`."""
+def decode_frames(path: str, info: ProbeInfo, indices: list[int], short_side_px: int, max_long_side_px: int,
+                  decoder: str = "pyav", skip_nonref: bool = True) -> dict[int, np.ndarray]:
+    """Full-quality RGB frames (display orientation, resized) for `indices`.
+
+    `skip_nonref` must match the scan: the frames it chose are reference frames, and the
+    same decode mode names them by the same timestamps.
+    """
     wanted = sorted(set(int(i) for i in indices))
     if not wanted:
         return {}
-    frames = _decord_frames(path, info, wanted)
+    frames = _decord_frames(path, info, wanted) if decoder == "decord" else None
     if frames is None:
-        frames = _pyav_frames(path, info, wanted)
+        frames = _pyav_frames(path, info, wanted, skip_nonref)
+        if skip_nonref and len(frames) < len(wanted):
+            frames.update(_pyav_frames(path, info, [i for i in wanted if i not in frames], False))
     missing = [i for i in wanted if i not in frames]
     if missing:
         raise VideoError("decode_error", f"frames {missing[:5]} do not decode")
@@ -222,29 +240,33 @@ def _decord_frames(path: str, info: ProbeInfo, wanted: list[int]) -> dict[int, n
     return {i: batch[k] for k, i in enumerate(wanted)}
 
 
-def _pyav_frames(path: str, info: ProbeInfo, wanted: list[int]) -> dict[int, np.ndarray]:
-    """Seek to the keyframe before each wanted frame; decode on while the next wanted one is in the same GOP."""
+def _pyav_frames(path: str, info: ProbeInfo, wanted: list[int], skip_nonref: bool) -> dict[int, np.ndarray]:
+    """One seek per group of pictures that holds wanted frames, then decode forward to the last of them."""
+    key_of = np.searchsorted(info.keyframe_pts, info.frame_pts[wanted], side="right")
     out: dict[int, np.ndarray] = {}
-    todo = list(wanted)
-    k = info.rotation_deg // 90
-
-    def key_before(i: int) -> int:
-        return int(np.searchsorted(info.keyframe_pts, info.frame_pts[i], side="right"))
-
+    k = (info.rotation_deg % 360) // 90
     with av.open(path) as container:
         stream = container.streams.video[0]
-        while todo:
-            target = todo[0]
+        ctx = stream.codec_context
+        ctx.thread_count = 1
+        if skip_nonref:
+            ctx.skip_frame = "NONREF"
+        for group in dict.fromkeys(key_of.tolist()):
+            todo = {i for i, g in zip(wanted, key_of) if g == group}
+            # decoders hold a few frames back: read a little past the last wanted one before giving up
+            limit = info.frame_pts[min(max(todo) + 16, len(info.frame_pts) - 1)]
             try:
-                for idx, frame in _decode_from_key(container, stream, info, target):
-                    if idx in todo:
-                        rgb = frame.to_ndarray(format="rgb24")
-                        out[idx] = np.rot90(rgb, k) if k % 4 else rgb
-                        todo.remove(idx)
-                    if not todo or idx >= todo[0] or key_before(todo[0]) > key_before(min(idx, len(info.frame_pts) - 1)):
+                for packet in _packets_from_key(container, stream, info, min(todo)):
+                    for frame in ctx.decode(packet):
+                        idx = _frame_index(info, frame)
+                        if idx in todo:
+                            rgb = frame.to_ndarray(format="rgb24")
+                            out[idx] = np.rot90(rgb, k) if k else rgb
+                            todo.discard(idx)
+                    ts = packet.pts if packet.pts is not None else packet.dts
+                    if not todo or (ts is not None and ts > limit):
                         break
             except av.FFmpegError:
-                pass
-            if todo and todo[0] == target:
-                todo.pop(0)  # never came out of the decoder: the caller reports it missing
+                pass  # what did not come out is reported missing by the caller
+            ctx.flush_buffers()
     return out

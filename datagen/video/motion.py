@@ -39,7 +39,7 @@ _DIS = None
 def _flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     global _DIS
     if _DIS is None:  # one instance per process: creating it allocates its pyramids
-        _DIS = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+        _DIS = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
     return _DIS.calc(a, b, None)
 
 

@@ -21,8 +21,9 @@ class PairingConfig:
     target_gap_s: float = 1.0  # first gap tried: about one action beat; static -> longer, too much -> shorter
     tries_per_frame: int = 3  # flow evaluations per candidate frame A before moving on
     boundary_margin_frames: int = 2  # keep off the shot's ends: some streams' timestamps are off by a frame
+    max_failed_tries_per_shot: int = 32  # bounds CPU per shot (a try is ~4 ms of flow); 32 failures: mostly static
     min_shot_s: float = 1.0  # a shot shorter than min gap plus margins gives no stable pair
-    min_pair_spacing_s: float = 1.0  # successive pairs of a shot start >= 1 s apart: no near-duplicate pairs
+    min_pair_spacing_s: float = 1.0  # pairs of a shot start >= 1 s apart: no near-duplicate pairs
     max_pairs_per_shot: int = 4  # long static-camera shots must not dominate the corpus
     max_pairs_per_video: int = 16  # one video must not dominate a dataset version
     min_flow: float = 0.004  # p90 flow below 0.4% of the diagonal (<0.6 px at 128 px) is a static pair
@@ -89,13 +90,14 @@ def _frame_problem(i: int, shots: Shots, img: np.ndarray, cfg: PairingConfig) ->
 
 def _pairs_in_shot(shot, cands: list[int], pos: dict, images: list, times_s: np.ndarray, cfg: PairingConfig,
                    why: Counter) -> list[PairChoice]:
-    out: list[PairChoice] = []
-    next_a_s = -1.0
+    """Most-changing moments first (a cheap image difference ranks the A frames), then numbered in time order."""
+    chosen: list[tuple[int, int, dict]] = []
     used: set[int] = set()  # a frame serves one pair only: repeated frames make near-duplicate samples
-    for a in cands:
-        if len(out) >= cfg.max_pairs_per_shot:
+    tries_before = sum(why.values())
+    for a in sorted(cands, key=lambda a: (-_change(a, cands, pos, images, times_s, cfg), a)):
+        if len(chosen) >= cfg.max_pairs_per_shot or sum(why.values()) - tries_before >= cfg.max_failed_tries_per_shot:
             break
-        if times_s[a] < next_a_s or a in used:
+        if a in used or any(abs(times_s[a] - times_s[c[0]]) < cfg.min_pair_spacing_s for c in chosen):
             continue
         found = _best_b(a, [c for c in cands if c not in used], pos, images, times_s, cfg, why)
         if found is None:
@@ -104,10 +106,19 @@ def _pairs_in_shot(shot, cands: list[int], pos: dict, images: list, times_s: np.
         facts.update(gap_s=round(float(times_s[b] - times_s[a]), 4), shot_start_s=round(shot.start_s, 4),
                      shot_end_s=round(shot.end_s, 4), shot_start_frame=shot.start_frame, shot_end_frame=shot.end_frame,
                      shot_fade_in=shot.fade_in, shot_fade_out=shot.fade_out)
-        out.append(PairChoice(shot.shot, len(out), a, b, facts))
+        chosen.append((a, b, facts))
         used.update((a, b))
-        next_a_s = times_s[a] + cfg.min_pair_spacing_s
-    return out
+    chosen.sort(key=lambda c: c[0])
+    return [PairChoice(shot.shot, k, a, b, facts) for k, (a, b, facts) in enumerate(chosen)]
+
+
+def _change(a: int, cands: list[int], pos: dict, images: list, times_s: np.ndarray, cfg: PairingConfig) -> float:
+    """How much the picture changes from `a` to the frame one target gap later (0 when there is none)."""
+    later = [b for b in cands if cfg.min_gap_s - 1e-6 <= times_s[b] - times_s[a] <= cfg.max_gap_s + 1e-6]
+    if not later:
+        return 0.0
+    b = min(later, key=lambda x: (abs(times_s[x] - times_s[a] - cfg.target_gap_s), x))
+    return mean_abs_diff(images[pos[a]], images[pos[b]])
 
 
 def _best_b(a: int, cands: list[int], pos: dict, images: list, times_s: np.ndarray, cfg: PairingConfig,

@@ -70,7 +70,7 @@ class ProbeInfo:
     def frame_table(self) -> bytes:
         """The timestamps as compact bytes for a batch column (a long video has tens of thousands)."""
         buf = io.BytesIO()
-        np.savez_compressed(buf, frame_pts=self.frame_pts, keyframe_pts=self.keyframe_pts)
+        np.savez(buf, frame_pts=self.frame_pts, keyframe_pts=self.keyframe_pts)
         return buf.getvalue()
 
     @classmethod
@@ -187,6 +187,7 @@ def _declared_duration_s(container, stream) -> float:
 def _first_frame_rotation(path: str) -> int:
     try:
         with av.open(path) as c:
+            c.streams.video[0].codec_context.thread_count = 1  # threads cost start-up CPU for one frame
             for frame in c.decode(video=0):
                 return int(round(frame.rotation or 0)) % 360
     except av.FFmpegError as e:
