@@ -112,7 +112,7 @@ def write_video(
             stream.set_display_rotation(rotation_deg)
         pts, idx = 0, 0
         for s_i, seg in enumerate(segments):
-            if s_i > 0 and seg.kind != "black" and segments[s_i - 1].kind != "black":
+            if s_i > 0 and seg.kind != "black" and segments[s_i - 1].kind != "black" and not seg.fade_in:
                 truth.cuts.append(idx)
             start = idx
             for img in _segment_frames(seg, width, height):

@@ -30,7 +30,7 @@ def assert_cuts_match(found, truth):
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
-    return standard_clip(tmp_path_factory.mktemp("clips") / "standard.mp4")
+    return standard_clip(tmp_path_factory.mktemp("clips") / "standard.mp4", scale=2)  # 2nd round: look-alike cuts
 
 
 def test_synthetic_cuts_black_fade_and_flash(clip):
