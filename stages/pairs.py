@@ -35,8 +35,9 @@ class PairsConfig:
     max_long_side_px: int = 1024  # caps ultra-wide frames at 2:1 of the short side
     image_format: Literal["jpg", "png"] = "jpg"  # JPEG: ~10x smaller shards; PNG when lossless targets matter
     jpeg_quality: int = 92  # visually lossless for training targets, ~2x smaller than 100
-    # pyav: one seek per GOP, skips non-reference frames as the scan did; decord: random access by index,
-    # re-decodes from the keyframe per frame (measured 4-5x slower on long GOPs); both give identical pixels
+    # pyav: one seek per GOP, skips non-reference frames as the scan did, frames named by timestamp.
+    # decord: random access by index, cannot skip; identical pixels on clean streams, but its indices
+    # drift by one after a packet that yields no picture (box.mp4), so it is not the default
     decoder: Literal["pyav", "decord"] = "pyav"
     storage_options: dict[str, Any] = field(default_factory=dict)
     opencv_threads: int = 1  # Ray runs a worker per CPU; OpenCV's own thread pool would only add contention

@@ -8,8 +8,8 @@
 - `decode_window`: every frame between two timestamps, to place a cut exactly.
 - `decode_frames`: full resolution RGB of the few frames that become samples, one seek
   per group of pictures, skipping non-reference frames like the scan did (the frames it
-  chose are reference frames). decord's random access is the alternative: it re-decodes
-  from the keyframe for each frame and cannot skip, 4-5x slower on long GOPs here.
+  chose are reference frames). decord's random access is the alternative (same pixels on
+  clean streams; it cannot skip frames and counts frames rather than reading timestamps).
 """
 from __future__ import annotations
 
