@@ -19,7 +19,8 @@ STAGES = ((IngestStage, IngestConfig()), (ShotsStage, ShotsConfig()), (PairsStag
 @pytest.fixture(scope="module")
 def ray_local():
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # address="local": start our own instance even when another Ray runs on this machine
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 
