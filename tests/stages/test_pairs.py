@@ -152,3 +152,31 @@ def _audio_only(path):
                 c.mux(p)
         for p in s.encode():
             c.mux(p)
+
+
+def test_stage_configs_load_from_plain_data_and_name_bad_keys():
+    from datagen import UserError
+    from datagen.config import from_dict
+    from stages.shots import ShotsConfig
+
+    cfg = from_dict(PairsStage.Config, {"pairing": {"max_gap_s": 3, "motion": {"ransac_px": 2}}, "image_format": "png"})
+    assert cfg.pairing.max_gap_s == 3.0 and cfg.pairing.motion.ransac_px == 2.0 and cfg.image_format == "png"
+    shots = from_dict(ShotsConfig, {"scan": {"thumb_size_px": [96, 72], "skip_nonref": False}})
+    assert shots.scan.thumb_size_px == (96, 72)
+    with pytest.raises(UserError, match="pairing.max_gap"):
+        from_dict(PairsStage.Config, {"pairing": {"max_gap": 3}})
+    with pytest.raises(UserError, match="image_format"):
+        from_dict(PairsStage.Config, {"image_format": "gif"})
+
+
+def test_image_format_and_quality_are_configurable(synthetic):
+    batch = rows_to_batch([{VIDEO_URI: synthetic[0].path}])
+    batch = ShotsStage()(IngestStage()(batch))
+    rows = {}
+    for key, cfg in {"png": PairsStage.Config(image_format="png"), "q95": PairsStage.Config(jpeg_quality=95),
+                     "q50": PairsStage.Config(jpeg_quality=50)}.items():
+        rows[key] = ok(batch_to_rows(PairsStage(cfg)(dict(batch))))
+    assert rows["png"][0][IMAGE_A].startswith(b"\x89PNG") and rows["q95"][0][IMAGE_A].startswith(b"\xff\xd8")
+    assert sum(len(r[IMAGE_A]) for r in rows["q50"]) < sum(len(r[IMAGE_A]) for r in rows["q95"])
+    png, jpg = decode_image(rows["png"][0][IMAGE_A]), decode_image(rows["q95"][0][IMAGE_A])
+    assert png.shape == jpg.shape and np.abs(png.astype(int) - jpg.astype(int)).mean() < 8  # same frame (noise texture: JPEG error ~4)
