@@ -31,6 +31,7 @@ class ScanConfig:
     thumb_size_px: tuple[int, int] = (64, 48)  # cut/brightness signal: big enough for histograms, tiny to store
     analysis_short_side_px: int = 128  # flow/blur images: DIS flow needs ~100 px to see object motion
     grid_step_s: float = 0.5  # candidate pair frames every 0.5 s: 8 gap choices in 0.5-4 s, small to pass between stages
+    max_grid_frames: int = 1200  # long videos get a coarser grid: bounds the analysis images to ~40 MB a video
     skip_nonref: bool = True  # skip non-reference frames in the scan (half the decode work with B-frames)
     lowres: int = 2  # decode at 1/4 size where the codec allows (never below analysis_short_side_px)
     fast_decode: bool = True  # skip the deblocking filter in the scan: its artefacts do not move cuts or flow
@@ -108,14 +109,14 @@ def _analysis_image(y: np.ndarray, size: tuple[int, int], rotation_deg: int) -> 
 
 def scan(path: str, info: ProbeInfo, cfg: ScanConfig) -> Scan:
     """The cheap pass: thumbnails of decoded frames, analysis images on the time grid."""
-    times = (info.frame_pts - info.frame_pts[0]) * info.time_base
-    grid_t = np.arange(0.0, times[-1] + 1e-9, cfg.grid_step_s)
+    times = info.times_s
+    grid_t = np.arange(0.0, times[-1] + 1e-9, max(cfg.grid_step_s, float(times[-1]) / cfg.max_grid_frames))
     # The grid frames are the first frames at or after each grid time; in a scan that skips
     # frames the nearest decoded one stands in (at most a frame or two later).
-    want = set(np.searchsorted(times, grid_t).clip(0, len(times) - 1).tolist())
+    pending = np.unique(np.searchsorted(times, grid_t).clip(0, len(times) - 1))
     seen: dict[int, np.ndarray] = {}
     grid: dict[int, np.ndarray] = {}
-    pending = sorted(want)
+    next_grid = 0  # position in `pending` of the next grid frame to fill
     errors, decoded = 0, 0
     container, stream = _open(path, info, cfg, fast=True)
     if cfg.skip_nonref:
@@ -142,9 +143,9 @@ def scan(path: str, info: ProbeInfo, cfg: ScanConfig) -> Scan:
                     continue
                 y = _luma(frame, bits)
                 seen[idx] = _shrink(y, cfg.thumb_size_px)
-                if pending and idx >= pending[0]:
+                if next_grid < len(pending) and idx >= pending[next_grid]:
                     grid[idx] = _analysis_image(y, size, info.rotation_deg)
-                    pending = [g for g in pending if g > idx]
+                    next_grid = int(np.searchsorted(pending, idx, side="right"))
     if not seen:
         raise VideoError("decode_error", "no frame decoded")
     index = np.array(sorted(seen), np.int64)
