@@ -71,5 +71,10 @@ def test_s3_prefix_lists_and_hashes_like_local(tree):
         uris = expand_sources("s3://corpus/videos/", **opts)
         assert uris == ["s3://corpus/videos/box.mp4"]
         assert video_id(uris[0], **opts) == video_id(str(tree / "a" / "box.mp4"))
+        from stages.ingest import PROBE, IngestConfig, IngestStage
+
+        remote = IngestStage(IngestConfig(storage_options=opts)).process([{"video_uri": uris[0]}])[0]
+        local = IngestStage().process([{"video_uri": str(tree / "a" / "box.mp4")}])[0]
+        assert remote.get("failed_reason") is None and remote[PROBE] == local[PROBE]
     finally:
         server.stop()
