@@ -12,6 +12,7 @@ Every result line: `name: value unit ratio=R vs BASELINE`.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 import time
@@ -76,6 +77,13 @@ def main() -> None:
     args = ap.parse_args()
     vdir = Path(args.videos) if Path(args.videos).is_dir() else REPO / "datagen" / "assets" / "videos"
     tmp = Path(tempfile.mkdtemp(prefix="bench-pairs-"))
+    try:
+        run(args, vdir, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run(args, vdir: Path, tmp: Path) -> None:
     videos = [(p.name, str(p)) for p in sorted(vdir.iterdir()) if p.suffix in (".avi", ".mp4", ".mkv", ".mov")]
     for s in args.scales:
         videos.append((f"synthetic_x{s}", standard_clip(tmp / f"synthetic_x{s}.mp4", scale=s, width=640, height=360).path))
