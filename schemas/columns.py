@@ -52,7 +52,10 @@ def num_rows(batch: Mapping[str, Any]) -> int:
 
 def is_failed(batch: Mapping[str, Any], i: int) -> bool:
     col = batch.get(FAILED_STAGE)
-    return col is not None and col[i] is not None
+    if col is None:
+        return False
+    v = col[i]
+    return v is not None and v == v  # Ray hands all-null columns back as float NaN (NaN != NaN)
 
 
 def ensure_failure_columns(batch: dict[str, Any]) -> dict[str, Any]:

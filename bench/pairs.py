@@ -1,0 +1,118 @@
+"""Benchmark of the first half (ingest -> shots -> pairs) against decoding every frame with decord.
+
+For each video: CPU seconds of the three stages (process time, one decoder thread) vs CPU
+seconds of decoding every frame at full resolution to RGB with decord in the same process;
+video-seconds per CPU-second, pairs per CPU-second, and whether the cuts found equal the
+cuts of the same detector run on every fully decoded frame. Longer synthetic clips (1x, 4x,
+16x the same sequence of shots) show how the cost grows with length.
+
+Run: PYTHONPATH=. python bench/pairs.py [--videos DIR] [--scales 1 4 16]
+Every result line: `name: value unit ratio=R vs BASELINE`.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from datagen.video.cuts import CutConfig, detect  # noqa: E402
+from datagen.video.decode import ScanConfig  # noqa: E402
+from datagen.video.probe import probe  # noqa: E402
+from datagen.video.synthetic import standard_clip  # noqa: E402
+from schemas.columns import FAILED_STAGE, VIDEO_URI, batch_to_rows, rows_to_batch  # noqa: E402
+from stages.ingest import IngestStage  # noqa: E402
+from stages.pairs import PairsStage  # noqa: E402
+from stages.shots import SHOTS, ShotsStage  # noqa: E402
+
+BASELINE = "decord_full_decode"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def ours(path: str) -> tuple[float, int, list[int]]:
+    """CPU seconds of ingest+shots+pairs, number of pairs, cuts found."""
+    import json
+
+    stages = (IngestStage(), ShotsStage(), PairsStage())
+    t0 = time.process_time()
+    batch = rows_to_batch([{VIDEO_URI: path}])
+    batch = stages[0](batch)
+    batch = stages[1](batch)
+    cuts = json.loads(batch[SHOTS][0])["cuts"] if batch.get(SHOTS) and batch[SHOTS][0] else []
+    rows = batch_to_rows(stages[2](batch))
+    cpu = time.process_time() - t0
+    return cpu, sum(1 for r in rows if r[FAILED_STAGE] is None), cuts
+
+
+def baseline(path: str) -> tuple[float, list[int]]:
+    """CPU seconds to decode every frame at full resolution with decord; cuts of the same detector on all frames."""
+    import decord
+
+    t0 = time.process_time()
+    vr = decord.VideoReader(path, num_threads=1)
+    frames = [vr[i].asnumpy() for i in range(len(vr))]
+    cpu = time.process_time() - t0
+    thumbs = np.stack([cv2.resize(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), ScanConfig().thumb_size_px,
+                                  interpolation=cv2.INTER_AREA) for f in frames])
+    info = probe(path)
+    times = info.times_s if info.num_frames == len(frames) else np.arange(len(frames)) / max(info.fps, 1.0)
+    return cpu, detect(np.arange(len(frames)), thumbs, times, CutConfig()).cuts
+
+
+def matched(found: list[int], truth: list[int]) -> int:
+    return sum(1 for t in truth if any(abs(f - t) <= 1 for f in found)) if len(found) == len(truth) else 0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--videos", default=str(REPO.parent / "shared" / "videos"))
+    ap.add_argument("--scales", type=int, nargs="*", default=[1, 4, 16])
+    args = ap.parse_args()
+    vdir = Path(args.videos) if Path(args.videos).is_dir() else REPO / "datagen" / "assets" / "videos"
+    tmp = Path(tempfile.mkdtemp(prefix="bench-pairs-"))
+    try:
+        run(args, vdir, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run(args, vdir: Path, tmp: Path) -> None:
+    videos = [(p.name, str(p)) for p in sorted(vdir.iterdir()) if p.suffix in (".avi", ".mp4", ".mkv", ".mov")]
+    for s in args.scales:
+        videos.append((f"synthetic_x{s}", standard_clip(tmp / f"synthetic_x{s}.mp4", scale=s, width=640, height=360).path))
+    ours(videos[0][1])  # warm-up: imports, OpenCV allocations
+    tot = dict(ours=0.0, base=0.0, video_s=0.0, pairs=0)
+    per_video_s = {}
+    for name, path in videos:
+        info = probe(path)
+        cpu, pairs, cuts = ours(path)
+        base_cpu, base_cuts = baseline(path)
+        speed = info.duration_s / cpu
+        print(f"video_s_per_cpu_s/{name}: {speed:.1f} video_s/cpu_s ratio={base_cpu / cpu:.2f} vs {BASELINE}")
+        print(f"pairs_per_cpu_s/{name}: {pairs / cpu:.1f} pairs/cpu_s ratio={base_cpu / cpu:.2f} vs {BASELINE}")
+        same = matched(cuts, base_cuts) / len(base_cuts) if base_cuts else float(cuts == [])
+        print(f"cuts/{name}: {len(cuts)} cuts ratio={same:.2f} vs {BASELINE} (found {cuts}, full decode {base_cuts})")
+        tot["ours"] += cpu
+        tot["base"] += base_cpu
+        tot["video_s"] += info.duration_s
+        tot["pairs"] += pairs
+        per_video_s[name] = (cpu / info.duration_s, info.duration_s)
+    print(f"video_s_per_cpu_s/all: {tot['video_s'] / tot['ours']:.1f} video_s/cpu_s ratio={tot['base'] / tot['ours']:.2f} vs {BASELINE}")
+    print(f"pairs_per_cpu_s/all: {tot['pairs'] / tot['ours']:.1f} pairs/cpu_s ratio={tot['base'] / tot['ours']:.2f} vs {BASELINE}")
+    if f"synthetic_x{args.scales[0]}" in per_video_s:
+        ref, _ = per_video_s[f"synthetic_x{args.scales[0]}"]
+        for s in args.scales:
+            cost, dur = per_video_s[f"synthetic_x{s}"]
+            print(f"cpu_s_per_video_s/synthetic_x{s} ({dur:.0f} s): {cost:.4f} cpu_s/video_s "
+                  f"ratio={cost / ref:.2f} vs synthetic_x{args.scales[0]}")
+
+
+if __name__ == "__main__":
+    main()
