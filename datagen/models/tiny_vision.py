@@ -71,7 +71,12 @@ def _depth_config(size: str) -> DepthAnythingConfig:
 def build_sam2(out_dir: str | Path, size: str = "tiny", seed: int = 0) -> Path:
     """Save a random Sam2VideoModel of `size` to `out_dir` and return the directory."""
     torch.manual_seed(seed)
-    Sam2VideoModel(_sam2_config(size)).save_pretrained(out_dir)
+    model = Sam2VideoModel(_sam2_config(size))
+    with torch.no_grad():
+        # Random weights put the object-presence logit near 0, so tracked masks would flip
+        # between empty and not; a positive bias makes every prompted object "present".
+        model.mask_decoder.pred_obj_score_head.proj_out.bias.fill_(5.0)
+    model.save_pretrained(out_dir)
     return Path(out_dir)
 
 
