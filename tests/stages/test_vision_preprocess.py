@@ -28,7 +28,7 @@ def test_upsampled_logits_keep_the_region():
     up = pre.upsample_logits(logits, 40, 80) > 0
     assert up.shape == (1, 40, 80)
     # logits cross 0 five sixths of the way from the last positive cell centre to the next
-    assert up[0, :21, :43].all() and not up[0, 22:, :].any() and not up[0, :, 44:].any()
+    assert up[0, :19, :37].all() and not up[0, 22:, :].any() and not up[0, :, 43:].any()
 
 
 def test_stability_and_nms_selection():
