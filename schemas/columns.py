@@ -49,8 +49,9 @@ def num_rows(batch: Mapping[str, Any]) -> int:
 
 
 def is_failed(batch: Mapping[str, Any], i: int) -> bool:
+    # A stage name is a str; Ray Data turns an all-None column into a float NaN array.
     col = batch.get(FAILED_STAGE)
-    return col is not None and col[i] is not None
+    return col is not None and isinstance(col[i], str)
 
 
 def ensure_failure_columns(batch: dict[str, Any]) -> dict[str, Any]:
@@ -84,4 +85,9 @@ def rows_to_batch(rows: Iterable[Mapping[str, Any]], columns: Iterable[str] | No
 
 def batch_to_rows(batch: Mapping[str, Any]) -> list[dict[str, Any]]:
     cols = list(batch)
-    return [{c: batch[c][i] for c in cols} for i in range(num_rows(batch))]
+    rows = [{c: batch[c][i] for c in cols} for i in range(num_rows(batch))]
+    for r in rows:  # failure columns hold str or None; Ray Data hands all-None ones back as NaN
+        for c in FAILURE_COLUMNS:
+            if c in r and not isinstance(r[c], str):
+                r[c] = None
+    return rows
