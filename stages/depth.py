@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from transformers import DepthAnythingForDepthEstimation
 
 from datagen.media import encode_image
-from datagen.models.loading import load_pretrained, resolve_device, resolve_dtype, weights_revision
+from datagen.models.loading import load_for_stage
 from datagen.vision import preprocess as pre
-from datagen.vision.frames import BadImage, decode_pair, provenance_json
+from datagen.vision.frames import decoded_pairs, provenance_json
 from schemas.columns import DEPTH_A, DEPTH_B, provenance_column
 from schemas.tasks import ImageKind
 from stages.base import Resources, Stage, fail
@@ -48,22 +48,14 @@ class DepthStage(Stage):
 
     def __init__(self, config: DepthConfig | None = None):
         self.config = config = config or DepthConfig()
-        self.device = resolve_device(config.device)
-        self.dtype = resolve_dtype(config.dtype, self.device, "depth.dtype")
-        self.model = load_pretrained(DepthAnythingForDepthEstimation, config.model, config.revision, "depth.model",
-                                     self.device, self.dtype)
+        self.model, self.device, self.dtype, revision = load_for_stage(DepthAnythingForDepthEstimation, config, self.name)
         params = {**NORMALISATION, "input_px": config.input_px, "resize_back": "bicubic", "dtype": str(self.dtype)}
-        self.provenance = provenance_json(config.model, weights_revision(config.model, config.revision, self.model), params)
+        self.provenance = provenance_json(config.model, revision, params)
         self.columns = [{"a": DEPTH_A, "b": DEPTH_B}[f] for f in config.frames]
 
     def process(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         jobs = []  # (row, output column, frame)
-        for row in rows:
-            try:
-                a, b = decode_pair(row)
-            except BadImage as e:
-                fail(row, self.name, "bad_image", str(e))
-                continue
+        for row, a, b in decoded_pairs(rows, self.name):
             jobs += [(row, col, a if col == DEPTH_A else b) for col in self.columns]
         groups: dict[tuple[int, int], list[int]] = {}
         for i, (_, _, frame) in enumerate(jobs):

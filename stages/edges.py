@@ -13,10 +13,10 @@ import cv2
 import numpy as np
 
 from datagen.media import encode_image
-from datagen.vision.frames import BadImage, decode_pair, provenance_json
+from datagen.vision.frames import decoded_pairs, provenance_json
 from schemas.columns import EDGES_A, EDGES_B, provenance_column
 from schemas.tasks import ImageKind
-from stages.base import Resources, Stage, fail
+from stages.base import Resources, Stage
 
 
 @dataclass
@@ -64,12 +64,7 @@ class EdgesStage(Stage):
         self.columns = [{"a": EDGES_A, "b": EDGES_B}[f] for f in config.frames]
 
     def process(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        for row in rows:
-            try:
-                a, b = decode_pair(row)
-            except BadImage as e:
-                fail(row, self.name, "bad_image", str(e))
-                continue
+        for row, a, b in decoded_pairs(rows, self.name):
             for col in self.columns:
                 row[col] = encode_image(edge_map(a if col == EDGES_A else b, self.config), ImageKind.edge)
             row[provenance_column(self.name)] = self.provenance

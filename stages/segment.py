@@ -16,9 +16,9 @@ import torch
 from transformers import Sam2VideoInferenceSession, Sam2VideoModel
 
 from datagen.media import encode_image
-from datagen.models.loading import load_pretrained, resolve_device, resolve_dtype, weights_revision
+from datagen.models.loading import load_for_stage
 from datagen.vision import preprocess as pre
-from datagen.vision.frames import BadImage, decode_pair, provenance_json
+from datagen.vision.frames import decoded_pairs, provenance_json
 from datagen.vision.sam2_prompts import BadCaption, caption_objects, select_grid_masks
 from schemas.columns import CAPTION, MASKS_A, MASKS_B, SEGMENTS, provenance_column
 from schemas.tasks import ImageKind
@@ -46,24 +46,17 @@ class SegmentStage(Stage):
 
     def __init__(self, config: SegmentConfig | None = None):
         self.config = config = config or SegmentConfig()
-        self.device = resolve_device(config.device)
-        self.dtype = resolve_dtype(config.dtype, self.device, "segment.dtype")
-        self.model = load_pretrained(Sam2VideoModel, config.model, config.revision, "segment.model", self.device, self.dtype)
+        self.model, self.device, self.dtype, revision = load_for_stage(Sam2VideoModel, config, self.name)
         self.size_px = int(self.model.config.image_size)
         params = {k: getattr(config, k) for k in ("max_objects", "grid_points_per_side", "min_pred_iou",
                                                   "min_stability", "nms_iou", "min_area_frac")}
-        self.provenance = provenance_json(config.model, weights_revision(config.model, config.revision, self.model),
-                                          {**params, "input_px": self.size_px, "dtype": str(self.dtype)})
+        self.provenance = provenance_json(config.model, revision, {**params, "input_px": self.size_px, "dtype": str(self.dtype)})
 
     def process(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         ok, frames = [], []
-        for row in rows:
+        for row, a, b in decoded_pairs(rows, self.name):
             try:
-                a, b = decode_pair(row)
                 objects = caption_objects(row.get(CAPTION), a.shape[1], a.shape[0], self.config.max_objects)
-            except BadImage as e:
-                fail(row, self.name, "bad_image", str(e))
-                continue
             except BadCaption as e:
                 fail(row, self.name, "bad_caption", str(e))
                 continue

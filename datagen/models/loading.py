@@ -48,6 +48,14 @@ def load_pretrained(model_cls, model: str, revision: str, key: str, device: torc
     return loaded.to(device).eval()
 
 
+def load_for_stage(model_cls, config, stage: str):
+    """(model, device, dtype, revision) from a stage config's model/revision/device/dtype keys."""
+    device = resolve_device(config.device)
+    dtype = resolve_dtype(config.dtype, device, f"{stage}.dtype")
+    model = load_pretrained(model_cls, config.model, config.revision, f"{stage}.model", device, dtype)
+    return model, device, dtype, weights_revision(config.model, config.revision, model)
+
+
 def weights_revision(model: str, revision: str, loaded) -> str:
     """Hub commit of what was loaded, or `sha256:` of a local directory's weight files."""
     path = Path(model)

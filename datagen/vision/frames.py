@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
 from datagen.media import decode_image
 from schemas.columns import HEIGHT, IMAGE_A, IMAGE_B, WIDTH
 from schemas.sample import Provenance
+from stages.base import fail
 
 
 class BadImage(ValueError):
@@ -35,6 +36,17 @@ def decode_pair(row: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     if a.shape != b.shape:
         raise BadImage(f"frames differ in size: {a.shape[1]}x{a.shape[0]} vs {b.shape[1]}x{b.shape[0]}")
     return a, b
+
+
+def decoded_pairs(rows: list[dict[str, Any]], stage: str) -> Iterator[tuple[dict[str, Any], np.ndarray, np.ndarray]]:
+    """(row, frame A, frame B) for each row that decodes; the others are marked `bad_image`."""
+    for row in rows:
+        try:
+            a, b = decode_pair(row)
+        except BadImage as e:
+            fail(row, stage, "bad_image", str(e))
+            continue
+        yield row, a, b
 
 
 def provenance_json(model_id: str, revision: str, params: dict[str, Any]) -> str:
