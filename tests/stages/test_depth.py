@@ -84,3 +84,9 @@ def test_input_size_follows_depth_anything_processor_rule():
     assert depth_input_size(360, 640, 518, 14) == (518, 294)
     assert depth_input_size(518, 518, 518, 14) == (518, 518)
     assert depth_input_size(1920, 1080, 518, 14) == (518, 924)
+
+
+def test_runs_in_bfloat16_as_on_gpu(tiny_depth_dir):
+    out = DepthStage(DepthConfig(model=tiny_depth_dir, dtype="bfloat16", input_px=42))(batch([pair_row()]))
+    d = decode_image(out[DEPTH_A][0], ImageKind.depth16)
+    assert out[FAILED_REASON] == [None] and d.shape == (48, 64) and d.max() == 65535

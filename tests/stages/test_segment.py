@@ -123,3 +123,11 @@ def test_caption_objects_clip_drop_and_reject():
     assert caption_objects(None, 64, 48, 8) == [] and caption_objects('{"objects": null}', 64, 48, 8) == []
     with pytest.raises(BadCaption):
         caption_objects("[1, 2", 64, 48, 8)
+
+
+def test_runs_in_bfloat16_as_on_gpu(tiny_sam2_dir):
+    bf16 = SegmentStage(SegmentConfig(model=tiny_sam2_dir, dtype="bfloat16", min_pred_iou=0, min_stability=0,
+                                      min_area_frac=0, grid_points_per_side=2))
+    out = bf16(batch([pair_row(caption=CAPTION)]))
+    assert out[FAILED_STAGE] == [None] and len(out[MASKS_B][0]) == 2
+    assert json.loads(out[provenance_column("segment")][0])["params"]["dtype"] == "torch.bfloat16"
