@@ -65,8 +65,13 @@ class SegmentStage(Stage):
         if not ok:
             return rows
         with torch.inference_mode():
-            pixels = pre.sam2_pixels(frames, self.size_px).to(self.device, self.dtype)
-            feats = self.model.get_image_features(pixels, return_dict=True)
+            try:  # the image encoder, the cost of this stage, sees every frame of the batch at once
+                pixels = pre.sam2_pixels(frames, self.size_px).to(self.device, self.dtype)
+                feats = self.model.get_image_features(pixels, return_dict=True)
+            except Exception as e:  # noqa: BLE001 -- e.g. out of memory: every row of the batch is lost
+                for row, _, _ in ok:
+                    fail(row, self.name, "model_error", f"image encoder: {type(e).__name__}: {e}")
+                return rows
             for j, (row, objects, (h, w)) in enumerate(ok):
                 per_frame = [{"vision_feats": [f[:, i:i + 1] for f in feats.fpn_hidden_states],
                               "vision_pos_embeds": [p[:, i:i + 1] for p in feats.fpn_position_encoding]}
@@ -78,7 +83,7 @@ class SegmentStage(Stage):
         return rows
 
     def _masks_on_a(self, feats_a: dict, objects: list, h: int, w: int):
-        """(object ids, names, mask logits at frame size, predicted IoU) on frame A."""
+        """(object ids, names, low-res mask logits, predicted IoU) on frame A, best IoU first for the grid."""
         m = self.model
         flat = list(feats_a["vision_feats"])
         flat[-1] = flat[-1] + m.no_memory_embedding  # what SAM2 adds on a frame without memory

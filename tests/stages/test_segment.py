@@ -131,3 +131,12 @@ def test_runs_in_bfloat16_as_on_gpu(tiny_sam2_dir):
     out = bf16(batch([pair_row(caption=CAPTION)]))
     assert out[FAILED_STAGE] == [None] and len(out[MASKS_B][0]) == 2
     assert json.loads(out[provenance_column("segment")][0])["params"]["dtype"] == "torch.bfloat16"
+
+
+def test_encoder_failure_marks_the_batch_instead_of_raising(stage, monkeypatch):
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory")
+    monkeypatch.setattr(stage.model, "get_image_features", out_of_memory)
+    out = stage(batch([pair_row(caption=CAPTION), pair_row(seed=1)]))
+    assert out[FAILED_REASON] == ["model_error", "model_error"]
+    assert all("out of memory" in d for d in out["failed_detail"])
