@@ -28,7 +28,8 @@ class EdgesConfig:
     aperture_size: int = 3  # Sobel kernel of Canny (OpenCV default)
     l2_gradient: bool = True  # exact gradient magnitude; slightly cleaner edges than L1
     frames: list[Literal["a", "b"]] = field(default_factory=lambda: ["a", "b"])  # both: tasks use edges of B and of either frame
-    resources: Resources = field(default_factory=lambda: Resources(num_cpus=1, num_gpus=0.0, batch_size=32, concurrency=2))
+    # 128: a Canny batch takes ~0.2 s, long enough that Ray's per-batch overhead stays small
+    resources: Resources = field(default_factory=lambda: Resources(num_cpus=1, num_gpus=0.0, batch_size=128, concurrency=2))
 
     def __post_init__(self):
         if self.blur_ksize > 1 and self.blur_ksize % 2 == 0:
