@@ -51,11 +51,9 @@ def num_rows(batch: Mapping[str, Any]) -> int:
 
 
 def is_failed(batch: Mapping[str, Any], i: int) -> bool:
+    # A stage name is a str; Ray Data turns an all-None column into a float NaN array.
     col = batch.get(FAILED_STAGE)
-    if col is None:
-        return False
-    v = col[i]
-    return v is not None and v == v  # Ray hands all-null columns back as float NaN (NaN != NaN)
+    return col is not None and isinstance(col[i], str)
 
 
 def ensure_failure_columns(batch: dict[str, Any]) -> dict[str, Any]:
@@ -96,7 +94,12 @@ def batch_to_rows(batch: Any) -> list[dict[str, Any]]:
     if hasattr(batch, "to_pylist"):
         return batch.to_pylist()
     cols = list(batch)
-    return [{c: _plain(batch[c][i]) for c in cols} for i in range(num_rows(batch))]
+    rows = [{c: _plain(batch[c][i]) for c in cols} for i in range(num_rows(batch))]
+    for r in rows:  # failure columns hold str or None; Ray Data hands all-None ones back as NaN
+        for c in FAILURE_COLUMNS:
+            if c in r and not isinstance(r[c], str):
+                r[c] = None
+    return rows
 
 
 def _plain(v: Any) -> Any:

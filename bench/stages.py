@@ -1,0 +1,176 @@
+"""Model stage throughput: inside a Ray Data pipeline vs the bare stage loop, same batch size, same run.
+
+    python bench/stages.py                       # tiny random models, CPU
+    python bench/stages.py --size large --device cuda   # SAM2.1-hiera-large / DA-V2-Large shapes
+
+Both sides run the very same stage object on the same rows; the pipeline is
+`ray.data.from_items(rows).map_batches(Stage, concurrency=1, ...)`, the baseline a plain
+loop over the same batches. Steady-state throughput: each batch stamps its finish time,
+and the rate is counted from the first batch's finish to the last one's (model load and
+warm-up excluded on both sides). Target: pipeline >= 0.85x the bare loop. A stage is one
+entry in BENCHES (a function returning its class, config and rows), so caption adds one.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from datagen.media import encode_image  # noqa: E402
+from datagen.models.tiny_vision import build_depth_anything, build_sam2  # noqa: E402
+from schemas.columns import CAPTION, HEIGHT, IMAGE_A, IMAGE_B, WIDTH  # noqa: E402
+from stages.depth import DepthConfig, DepthStage  # noqa: E402
+from stages.edges import EdgesConfig, EdgesStage  # noqa: E402
+from stages.segment import SegmentConfig, SegmentStage  # noqa: E402
+
+STAMP = "bench_done_s"  # when the batch holding this row finished
+BUSY = "bench_busy_s"  # the stage's own time for that batch, shared out per row
+FRAME_WH = {"tiny": (160, 120), "large": (960, 540)}  # large: a typical resized video frame
+
+
+def pair_rows(n: int, width: int, height: int) -> list[dict[str, Any]]:
+    """Textured frame pairs with a moving square and a caption naming two objects."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(n):
+        a = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
+        b = np.roll(a, 3 + i % 5, axis=1)
+        caption = {"objects": [{"name": "left", "box": [0, 0, width // 2, height]},
+                               {"name": "centre", "box": [width // 4, height // 4, 3 * width // 4, 3 * height // 4]}]}
+        rows.append({IMAGE_A: encode_image(a), IMAGE_B: encode_image(b), WIDTH: width, HEIGHT: height,
+                     CAPTION: json.dumps(caption)})
+    return rows
+
+
+def segment_bench(size: str, device: str, model_dir: Path):
+    path = model_dir / f"sam2-{size}"
+    if not path.exists():
+        build_sam2(path, size)
+    cfg = SegmentConfig(model=str(path), device=device, min_pred_iou=0.0, min_stability=0.0, min_area_frac=0.0)
+    return SegmentStage, cfg
+
+
+def depth_bench(size: str, device: str, model_dir: Path):
+    path = model_dir / f"depth-anything-{size}"
+    if not path.exists():
+        build_depth_anything(path, size)
+    return DepthStage, DepthConfig(model=str(path), device=device, input_px=518 if size == "large" else 112)
+
+
+def edges_bench(size: str, device: str, model_dir: Path):
+    return EdgesStage, EdgesConfig()
+
+
+BENCHES: dict[str, Callable] = {"segment": segment_bench, "depth": depth_bench, "edges": edges_bench}
+
+
+def timed(stage_cls):
+    """The stage class with each output batch stamped with its finish time (wall clock)."""
+    class Timed(stage_cls):
+        def __init__(self, config):
+            super().__init__(config)
+            dev = getattr(self, "device", None)
+            self.device_sync = torch.cuda.synchronize if dev is not None and dev.type == "cuda" else None
+
+        def __call__(self, batch):
+            start = time.time()
+            out = super().__call__(batch)
+            if self.device_sync is not None:
+                self.device_sync()
+            n = len(next(iter(out.values())))
+            out[STAMP], out[BUSY] = [time.time()] * n, [(time.time() - start) / n] * n
+            return out
+    Timed.__name__ = stage_cls.__name__
+    return Timed
+
+
+def rate(stamps: list[float], busy: list[float]) -> tuple[float, float]:
+    """(rows/s, busy fraction) after the first batch: rows finished later / (last - first finish)."""
+    first, last = min(stamps), max(stamps)
+    later = [b for s, b in zip(stamps, busy) if s > first]
+    return len(later) / (last - first), sum(later) / (last - first)
+
+
+def bare_loop(stage_cls, cfg, rows, batch_size: int) -> float:
+    stage = timed(stage_cls)(cfg)
+    stamps, busy = [], []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start:start + batch_size]
+        out = stage({k: [r[k] for r in chunk] for k in chunk[0]})
+        stamps, busy = stamps + out[STAMP], busy + out[BUSY]
+    return rate(stamps, busy)
+
+
+def ray_pipeline(stage_cls, cfg, rows, batch_size: int) -> float:
+    import ray
+
+    res = cfg.resources if hasattr(cfg, "resources") else None
+    ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows) // batch_size)).map_batches(
+        timed(stage_cls), fn_constructor_kwargs={"config": cfg}, batch_size=batch_size,
+        compute=ray.data.ActorPoolStrategy(size=1), num_cpus=res.num_cpus, num_gpus=1 if getattr(cfg, "device", "cpu") == "cuda" else 0)
+    out = ds.select_columns([STAMP, BUSY]).take_all()
+    return rate([r[STAMP] for r in out], [r[BUSY] for r in out])
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", choices=["tiny", "large"], default="tiny")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--stages", default=",".join(BENCHES), help="comma-separated subset of: " + ", ".join(BENCHES))
+    ap.add_argument("--batches", type=int, default=6, help="batches per measurement (the first is warm-up)")
+    ap.add_argument("--repeats", type=int, default=2, help="alternating rounds of bare loop and pipeline; best kept")
+    ap.add_argument("--batch-size", type=int, default=None, help="default: each stage's resources.batch_size")
+    ap.add_argument("--model-dir", default=None, help="where random models are built (default: a temp dir)")
+    args = ap.parse_args(argv)
+
+    import ray
+
+    cpus = 2 if args.device == "cpu" else max(2, os.cpu_count() or 2)
+    # address="local": always a fresh instance, never a cluster someone else started on this machine
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}})
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            model_dir = Path(args.model_dir or tmp)
+            model_dir.mkdir(parents=True, exist_ok=True)
+            for name in args.stages.split(","):
+                stage_cls, cfg = BENCHES[name](args.size, args.device, model_dir)
+                bs = args.batch_size or cfg.resources.batch_size
+                # Ray gives an actor as many torch threads as CPUs it reserves; the bare loop gets the same.
+                torch.set_num_threads(max(1, int(cfg.resources.num_cpus)))
+                rows = pair_rows(bs * args.batches, *FRAME_WH[args.size])
+                images_per_row = 2  # frames A and B
+                # Alternate the two and keep each one's best round: on a shared machine the
+                # load changes between runs, and the best round is the least disturbed one.
+                bares, pipes = [], []
+                for _ in range(args.repeats):
+                    bares.append(bare_loop(stage_cls, cfg, rows, bs))
+                    pipes.append(ray_pipeline(stage_cls, cfg, rows, bs))
+                (bare, _), (piped, piped_busy) = max(bares), max(pipes)
+                bare, piped = bare * images_per_row, piped * images_per_row
+                tag = f"[{args.size},{args.device},bs={bs}]"
+                print(f"{name}.bare{tag}: {bare:.2f} images/s", flush=True)
+                print(f"{name}.ray_data{tag}: {piped:.2f} images/s ratio={piped / bare:.2f} vs {name}.bare", flush=True)
+                # Under 1.0 the actor waited for input (the pipeline starved it); near 1.0 with a low
+                # ratio above, the stage itself ran slower in the actor's process (e.g. CPU contention).
+                print(f"{name}.ray_data_busy{tag}: {piped_busy:.2f} fraction of wall", flush=True)
+    finally:
+        ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""Load a model stage's weights once, from a hub id or a local directory, and name what was loaded.
+
+Stages call `load_pretrained` in their constructor (once per Ray actor), so a user's hub
+id and a test's `save_pretrained` directory take the same code path. `weights_revision`
+gives the provenance revision: the hub commit when known, else a hash of the weight files.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+
+from datagen import UserError
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' -> cuda when present, else cpu; anything else as torch spells it."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device, key: str) -> torch.dtype:
+    """'auto' -> bfloat16 on GPU (halves memory, tensor cores), float32 on CPU (bf16 is slow there)."""
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in _DTYPES:
+        raise UserError(f"config {key}: {dtype!r} is not allowed; allowed values: auto, {', '.join(_DTYPES)}")
+    return _DTYPES[dtype]
+
+
+def load_pretrained(model_cls, model: str, revision: str, key: str, device: torch.device, dtype: torch.dtype):
+    """`model_cls.from_pretrained(model, revision=...)` on `device`/`dtype`, in eval mode.
+
+    Any failure to find or read the weights becomes a UserError naming the config key.
+    """
+    try:
+        loaded = model_cls.from_pretrained(model, revision=revision or None, dtype=dtype)
+    except Exception as e:  # noqa: BLE001 -- hub, IO and config errors all mean "fix the path"
+        first_line = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise UserError(
+            f"config {key}: cannot load {model_cls.__name__} from {model!r} ({first_line}); set {key} to a hub id "
+            f"(with network or a filled HF cache) or a local directory written by save_pretrained"
+        ) from None
+    return loaded.to(device).eval()
+
+
+def load_for_stage(model_cls, config, stage: str):
+    """(model, device, dtype, revision) from a stage config's model/revision/device/dtype keys."""
+    device = resolve_device(config.device)
+    dtype = resolve_dtype(config.dtype, device, f"{stage}.dtype")
+    model = load_pretrained(model_cls, config.model, config.revision, f"{stage}.model", device, dtype)
+    return model, device, dtype, weights_revision(config.model, config.revision, model)
+
+
+def weights_revision(model: str, revision: str, loaded) -> str:
+    """Hub commit of what was loaded, or `sha256:` of a local directory's weight files."""
+    path = Path(model)
+    if path.is_dir():
+        digest = hashlib.sha256()
+        for f in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
+            digest.update(f.name.encode())
+            with f.open("rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 24), b""):
+                    digest.update(chunk)
+        return "sha256:" + digest.hexdigest()[:16]
+    return getattr(loaded.config, "_commit_hash", None) or revision
