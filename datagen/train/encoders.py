@@ -27,7 +27,7 @@ class FrozenEncoders:
         except (OSError, ValueError) as e:
             raise UserError(f"cannot load text encoder {text_encoder!r} (a T5 encoder path or hub id): {e}") from None
         try:
-            self.vae = AutoencoderKL.from_pretrained(vae, torch_dtype=dtype)
+            self.vae = AutoencoderKL.from_pretrained(vae, torch_dtype=dtype, low_cpu_mem_usage=False)
         except (OSError, ValueError, EnvironmentError) as e:
             raise UserError(f"cannot load VAE {vae!r} (a diffusers AutoencoderKL path or hub id): {e}") from None
         for m in (self.text, self.vae):

@@ -115,8 +115,12 @@ def flow_loss(model, inputs: dict, fcfg: FlowConfig, gen: torch.Generator, amp_d
     return per_sample.mean(), per_sample.detach()
 
 
-def run(cfg: TrainConfig, resume: bool = False) -> Path:
-    """Train for cfg.steps steps (counting from a resumed step); returns the run directory."""
+def run(cfg: TrainConfig, resume: bool = False, stop_at: int | None = None) -> Path:
+    """Train up to cfg.steps (from the latest checkpoint when resuming); returns the run directory.
+
+    `stop_at` pauses earlier with a checkpoint (e.g. before a job's time limit); the schedule still spans cfg.steps.
+    """
+    end = min(cfg.steps, stop_at or cfg.steps)
     d = parallel.init_distributed(cfg.device)
     run_dir = Path(cfg.run_dir)
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
@@ -159,7 +163,7 @@ def run(cfg: TrainConfig, resume: bool = False) -> Path:
     loss_sum = torch.zeros((), device=d.device)
     task_loss = torch.zeros(2, mcfg.max_tasks, device=d.device)  # sum, count per task id
     model.train()
-    while step < cfg.steps:
+    while step < end:
         t0 = time.perf_counter()
         batch = next(batches)
         meter.waited(time.perf_counter() - t0)
@@ -180,7 +184,7 @@ def run(cfg: TrainConfig, resume: bool = False) -> Path:
         loss_sum += loss.detach()
         task_loss[0].index_add_(0, inputs["task"], per_sample)
         task_loss[1].index_add_(0, inputs["task"], torch.ones_like(per_sample))
-        if step % cfg.log_every == 0 or step == cfg.steps:
+        if step % cfg.log_every == 0 or step == end:
             n_steps = meter.steps
             figures = meter.report(d.world)
             stats = parallel.all_reduce_sum(torch.cat([loss_sum[None] / n_steps / d.world, task_loss.flatten()]))
@@ -195,7 +199,7 @@ def run(cfg: TrainConfig, resume: bool = False) -> Path:
                 _log(writer, run_dir, record)
         if cfg.sample.every_steps and (step % cfg.sample.every_steps == 0):
             _preview(run_dir / "samples" / f"step_{step:08d}.png", ema, enc, preview_batch, cfg, d, amp_dtype)
-        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+        if step % cfg.ckpt_every == 0 or step == end:
             data_state = {"epoch": step // cfg.data.epoch_batches, "batches_into_epoch": step % cfg.data.epoch_batches}
             checkpoint.save(run_dir, step, model, ema, optimizer, scheduler,
                             {"config": to_dict(cfg), "model_config": asdict(mcfg), "data": data_state},
