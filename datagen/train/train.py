@@ -115,8 +115,8 @@ def flow_loss(model, inputs: dict, fcfg: FlowConfig, gen: torch.Generator, amp_d
     return per_sample.mean(), per_sample.detach()
 
 
-def run(cfg: TrainConfig, resume: bool = False, stop_at: int | None = None) -> Path:
-    """Train up to cfg.steps (from the latest checkpoint when resuming); returns the run directory.
+def run(cfg: TrainConfig, resume: bool = False, stop_at: int | None = None) -> torch.nn.Module:
+    """Train up to cfg.steps (from the latest checkpoint when resuming); returns this rank's trained model.
 
     `stop_at` pauses earlier with a checkpoint (e.g. before a job's time limit); the schedule still spans cfg.steps.
     """
@@ -207,7 +207,7 @@ def run(cfg: TrainConfig, resume: bool = False, stop_at: int | None = None) -> P
     if writer is not None:
         writer.close()
     parallel.close()
-    return run_dir
+    return raw_model
 
 
 def _log(writer, run_dir: Path, record: dict) -> None:
