@@ -42,7 +42,7 @@ class FrozenEncoders:
 
     @torch.no_grad()
     def encode_text(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.text(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).last_hidden_state
+        return self.text(input_ids=ids, attention_mask=mask).last_hidden_state
 
     @torch.no_grad()
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -57,20 +57,28 @@ class FrozenEncoders:
 
 
 def encode_batch(enc: FrozenEncoders, batch: dict) -> dict:
-    """A loader batch -> the model's inputs on the device: clean latents of every valid frame, prompt states."""
+    """A loader batch -> the model's inputs on the device: clean latents of every valid frame, prompt states.
+
+    Indices of the valid frames come from the CPU masks, so nothing here waits for the GPU.
+    """
     dev = enc.device
+
+    def put(t: torch.Tensor) -> torch.Tensor:
+        return t.to(dev, non_blocking=True)  # the loader pins batches on GPU runs
+
     pixels, valid = batch["pixels"], batch["frame_valid"]
     b, f, _, h, w = pixels.shape
-    flat = enc.encode_images(pixels[valid].to(dev, non_blocking=True).float())
-    latents = flat.new_zeros(b, f, enc.latent_channels, h // enc.down_px, w // enc.down_px)
-    latents[valid.to(dev)] = flat
-    base = enc.encode_text(batch["base_ids"], batch["base_mask"])
-    context = enc.encode_text(batch["context_ids"], batch["context_mask"])
+    idx = put(valid.flatten().nonzero().squeeze(1))
+    flat = enc.encode_images(put(pixels).flatten(0, 1).index_select(0, idx).float())
+    latents = flat.new_zeros(b * f, enc.latent_channels, h // enc.down_px, w // enc.down_px)
+    latents = latents.index_copy(0, idx, flat).unflatten(0, (b, f))
+    base = enc.encode_text(put(batch["base_ids"]), put(batch["base_mask"]))
+    context = enc.encode_text(put(batch["context_ids"]), put(batch["context_mask"]))
     segment = torch.cat([torch.zeros(base.shape[:2], dtype=torch.long), torch.ones(context.shape[:2], dtype=torch.long)], 1)
     return {
-        "latents": latents, "task": batch["task"].to(dev), "frame_role": batch["frame_role"].to(dev),
-        "frame_cond": batch["frame_cond"].to(dev), "frame_valid": valid.to(dev),
+        "latents": latents, "task": put(batch["task"]), "frame_role": put(batch["frame_role"]),
+        "frame_cond": put(batch["frame_cond"]), "frame_valid": put(valid),
         "text": torch.cat([base, context], 1).float(),
-        "text_mask": torch.cat([batch["base_mask"], batch["context_mask"]], 1).to(dev),
-        "text_segment": segment.to(dev),
+        "text_mask": put(torch.cat([batch["base_mask"], batch["context_mask"]], 1)),
+        "text_segment": put(segment),
     }

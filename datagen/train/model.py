@@ -146,7 +146,7 @@ class FrameDiT(nn.Module):
         txt = self.text_in(text) + self.text_pos[:n_text] + self.text_segment(text_segment)
         seq = torch.cat([txt.to(x.dtype), x], 1)
         valid = torch.cat([text_mask, frame_valid.repeat_interleave(gh * gw, 1)], 1)
-        mask = None if bool(valid.all()) else valid[:, None, None, :]  # None keeps the flash kernel
+        mask = valid[:, None, None, :]  # always a mask: testing for "no padding" would sync the GPU every step
         cond = self.t_embed(timestep_features(t)) + self.task(task)
         mod = self.adaln(cond).view(b, 6, -1)
         angles = rope_angles(n_text, f, gh, gw, self.cfg.dim // self.cfg.heads, latents.device)

@@ -13,8 +13,11 @@ _CORPUS = [
 ]
 
 
-def build_tiny_text_encoder(out_dir: str | Path, d_model: int = 32) -> str:
-    """A T5 encoder (1 layer) with a Unigram + Metaspace tokenizer trained offline on a few strings."""
+def build_tiny_text_encoder(out_dir: str | Path, **t5_shape) -> str:
+    """A T5 encoder (1 layer unless `t5_shape` overrides the config) with a Unigram + Metaspace tokenizer
+    trained offline on a few strings; random weights, saved in bf16 when large."""
+    import torch
+
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
 
@@ -28,14 +31,17 @@ def build_tiny_text_encoder(out_dir: str | Path, d_model: int = 32) -> str:
     tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
     fast.save_pretrained(out)
-    cfg = T5Config(vocab_size=len(fast), d_model=d_model, d_kv=8, d_ff=2 * d_model, num_layers=1, num_heads=4,
-                   pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
-    T5EncoderModel(cfg).save_pretrained(out)
+    shape = {"vocab_size": len(fast), "d_model": 32, "d_kv": 8, "d_ff": 64, "num_layers": 1, "num_heads": 4, **t5_shape}
+    model = T5EncoderModel(T5Config(pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, **shape))
+    if sum(p.numel() for p in model.parameters()) > 50_000_000:
+        model = model.to(torch.bfloat16)  # halves the bytes written for real-shaped benchmark encoders
+    model.save_pretrained(out)
     return str(out)
 
 
-def build_tiny_vae(out_dir: str | Path) -> str:
-    """An AutoencoderKL with 4x downsampling and 4 latent channels, scaled to unit-variance latents.
+def build_tiny_vae(out_dir: str | Path, **vae_shape) -> str:
+    """An AutoencoderKL (4x downsampling, 4 latent channels unless `vae_shape` overrides), scaled to
+    unit-variance latents.
 
     The scaling factor is measured as SD's was (1 / std of latents), so the flow-matching problem has the
     same signal-to-noise profile as with a real VAE.
@@ -44,9 +50,9 @@ def build_tiny_vae(out_dir: str | Path) -> str:
     from diffusers import AutoencoderKL
 
     torch.manual_seed(0)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8, 16),
-                        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
-                        layers_per_block=1, norm_num_groups=8, sample_size=32)
+    shape = {"latent_channels": 4, "block_out_channels": (8, 8, 16), "down_block_types": ("DownEncoderBlock2D",) * 3,
+             "up_block_types": ("UpDecoderBlock2D",) * 3, "layers_per_block": 1, "norm_num_groups": 8, **vae_shape}
+    vae = AutoencoderKL(in_channels=3, out_channels=3, sample_size=32, **shape)
     ramp = torch.linspace(-1, 1, 32)
     images = torch.stack([torch.stack([ramp[None].expand(32, 32) * s, ramp[:, None].expand(32, 32) * s,
                                        torch.full((32, 32), s)]) for s in torch.linspace(-1, 1, 8)])

@@ -129,6 +129,7 @@ def run(cfg: TrainConfig, resume: bool = False, stop_at: int | None = None) -> t
                          torch.bfloat16 if amp_dtype and d.device.type == "cuda" else torch.float32)
     mcfg = model_config(cfg.model.preset, latent_channels=enc.latent_channels, text_dim=enc.text_dim,
                         grad_checkpointing=cfg.model.grad_checkpointing)
+    _check_shapes(cfg, enc.down_px * mcfg.patch, mcfg.max_text_tokens)
     raw_model = FrameDiT(mcfg).to(d.device)
     ema = make_ema(raw_model)
     if cfg.model.compile:
@@ -208,6 +209,18 @@ def run(cfg: TrainConfig, resume: bool = False, stop_at: int | None = None) -> t
         writer.close()
     parallel.close()
     return raw_model
+
+
+def _check_shapes(cfg: TrainConfig, px_per_token: int, max_text_tokens: int) -> None:
+    from datagen import UserError
+
+    for h, w in cfg.data.buckets_px:
+        if h % px_per_token or w % px_per_token:
+            raise UserError(f"data.buckets_px: {h}x{w} is not a multiple of {px_per_token} px "
+                            f"(VAE downsampling x patch size)")
+    if cfg.data.max_base_tokens + cfg.data.max_context_tokens > max_text_tokens:
+        raise UserError(f"data.max_base_tokens + data.max_context_tokens exceeds the model's {max_text_tokens} "
+                        f"text positions")
 
 
 def _log(writer, run_dir: Path, record: dict) -> None:

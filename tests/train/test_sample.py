@@ -65,3 +65,22 @@ def test_cli_sample_and_bad_inputs(tmp_path, trained):
     assert wrong_role.exit_code == 2 and "expects canvas=PATH" in wrong_role.output
     with pytest.raises(UserError, match="unknown task"):
         sample_cli(trained, "no_such_task", "x", [], tmp_path / "o")
+
+
+def test_profiles_validate_and_bad_configs_are_one_line_errors(tmp_path, tiny_models, small_dataset):
+    from datagen.config import from_dict, load_yaml
+    from datagen.train.train import TrainConfig
+
+    profiles = sorted((Path(__file__).parents[2] / "datagen" / "profiles").glob("train_*.yaml"))
+    assert len(profiles) >= 2
+    for p in profiles:
+        from_dict(TrainConfig, load_yaml(p))
+    cfg = tiny_config(tmp_path / "run", tiny_models, small_dataset)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(to_dict(cfg)))
+    runner = CliRunner()
+    bad_key = runner.invoke(app, ["train", "--config", str(tmp_path / "c.yaml"), "--set", "data.nope=1"])
+    assert bad_key.exit_code == 2 and "data.nope" in bad_key.output
+    bad_bucket = runner.invoke(app, ["train", "--config", str(tmp_path / "c.yaml"), "--set", "data.buckets_px=[[30,32]]"])
+    assert bad_bucket.exit_code == 2 and "not a multiple of 8" in bad_bucket.output
+    no_data = runner.invoke(app, ["train", "--config", str(tmp_path / "c.yaml"), "--set", f"data.datasets=[{tmp_path}/x]"])
+    assert no_data.exit_code == 2 and "no shards found" in no_data.output
