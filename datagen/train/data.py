@@ -133,6 +133,7 @@ class ShardStream(IterableDataset):
             raise UserError("data.buckets_px: give a list of [height, width] pairs, e.g. [[256, 256]]")
         self.urls, self.weights = self._find_shards()
         self.epoch, self.skip_batches = 0, 0  # set before each loader epoch; pickled into workers
+        self.position = {"epoch": 0, "batches_into_epoch": 0}  # batches handed to training so far
         self._tokenizer = None
 
     def _find_shards(self) -> tuple[dict[int, list[str]], dict[int, float]]:
@@ -245,15 +246,20 @@ def make_loader(stream: ShardStream, cfg: DataConfig, pin_memory: bool, epoch_ba
     """The loader of one epoch; `epoch_batches` caps an endless stream (WebDataset's epoch length on the loader)."""
     loader = wds.WebLoader(stream, batch_size=None, num_workers=cfg.num_workers, pin_memory=pin_memory,
                            prefetch_factor=4 if cfg.num_workers else None)
-    return loader.with_epoch(epoch_batches) if epoch_batches else loader
+    return loader if epoch_batches is None else loader.with_epoch(epoch_batches)
 
 
-def train_batches(stream: ShardStream, cfg: DataConfig, start_step: int, pin_memory: bool) -> Iterator[dict]:
-    """Endless batches from step `start_step` on; epoch e is seeded by e, so a resumed run sees the same data."""
+def train_batches(stream: ShardStream, cfg: DataConfig, position: dict, pin_memory: bool) -> Iterator[dict]:
+    """Endless batches from a saved `stream_position` on; epoch e is seeded by e, so a resumed run sees the
+    same data. Keeps `stream.position` (the data state of checkpoints) current."""
     if not cfg.resampled:
         raise UserError("training needs data.resampled: true (an endless stream counted in steps)")
-    epoch, done = divmod(start_step, cfg.epoch_batches)
+    epoch, done = position["epoch"], position["batches_into_epoch"]
     while True:
         stream.epoch, stream.skip_batches = epoch, done
-        yield from make_loader(stream, cfg, pin_memory, cfg.epoch_batches - done)
+        for batch in make_loader(stream, cfg, pin_memory, cfg.epoch_batches - done):
+            done += 1
+            full = done == cfg.epoch_batches
+            stream.position = {"epoch": epoch + full, "batches_into_epoch": 0 if full else done}
+            yield batch
         epoch, done = epoch + 1, 0

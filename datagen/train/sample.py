@@ -44,7 +44,7 @@ def generate(model, inputs: dict, steps: int, text_guidance: float, image_guidan
     for t, t_next in zip(ts[:-1], ts[1:]):
         t_batch = torch.full((x.shape[0] * len(variants),), t, device=x.device)
         with amp:
-            out = model(torch.cat([x] * len(variants)), t_batch, **{k: v for k, v in stacked.items() if k != "t"})
+            out = model(torch.cat([x] * len(variants)), t_batch, **stacked)
         v = out.float().chunk(len(variants))
         v_none = v[2] if has_images else v[1]
         v_img = v[1]

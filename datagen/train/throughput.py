@@ -56,11 +56,13 @@ class Meter:
         return out
 
 
-def batch_flops(model, text_mask: torch.Tensor, frame_valid: torch.Tensor, tokens_per_frame: int) -> tuple[float, float]:
-    """(non-padding tokens, training FLOPs) of one batch; masks on the CPU, so no device sync."""
+def batch_flops(per_token: tuple[float, float], attention_flops, text_mask: torch.Tensor, frame_valid: torch.Tensor,
+                tokens_per_frame: int) -> tuple[float, float]:
+    """(non-padding tokens, training FLOPs) of one batch; masks on the CPU, so no device sync.
+
+    `per_token`: FLOPs of one (text, image) token; `attention_flops(sum of squared sequence lengths)`."""
     text = text_mask.sum(1).double()
     image = frame_valid.sum(1).double() * tokens_per_frame
-    per_text, per_image = model.flops_per_token()
     seq = text + image
-    flops = per_text * text.sum() + per_image * image.sum() + model.attention_flops(float((seq * seq).sum()))
+    flops = per_token[0] * text.sum() + per_token[1] * image.sum() + attention_flops(float((seq * seq).sum()))
     return float(seq.sum()), float(flops)

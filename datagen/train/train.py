@@ -140,15 +140,15 @@ def run(cfg: TrainConfig, resume: bool = False, stop_at: int | None = None) -> t
     optimizer = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay,
                                   fused=d.device.type == "cuda")
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, o, cfg.steps))
-    step = 0
+    step, data_state = 0, {"epoch": 0, "batches_into_epoch": 0}
     last = checkpoint.latest(run_dir) if resume else None
     if last is not None:
         ckpt = checkpoint.load(last)
         checkpoint.restore(ckpt, model, ema, optimizer, scheduler)
-        step = ckpt["step"]
+        step, data_state = ckpt["step"], ckpt["data"]
         del ckpt
     stream = ShardStream(cfg.data, cfg.model.text_encoder)
-    batches = train_batches(stream, cfg.data, step, pin_memory=d.device.type == "cuda")
+    batches = train_batches(stream, cfg.data, data_state, pin_memory=d.device.type == "cuda")
     writer = None
     if d.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -159,6 +159,7 @@ def run(cfg: TrainConfig, resume: bool = False, stop_at: int | None = None) -> t
         print(f"run {run_dir}: {sum(p.numel() for p in raw_model.parameters()) / 1e6:.1f}M params "
               f"({cfg.model.preset}), {d.world} process(es) on {d.device.type}, from step {step}", flush=True)
     meter = Meter(d.device)
+    flops_per_token = raw_model.flops_per_token()
     tokens_per_frame = 0
     preview_batch = None
     loss_sum = torch.zeros((), device=d.device)
@@ -180,8 +181,9 @@ def run(cfg: TrainConfig, resume: bool = False, stop_at: int | None = None) -> t
         scheduler.step()
         update_ema(ema, model, cfg.ema_decay, step)
         step += 1
-        meter.step(*batch_flops(raw_model, torch.cat([batch["base_mask"], batch["context_mask"]], 1),
-                                batch["frame_valid"], tokens_per_frame))
+        meter.step(*batch_flops(flops_per_token, raw_model.attention_flops,
+                                torch.cat([batch["base_mask"], batch["context_mask"]], 1), batch["frame_valid"],
+                                tokens_per_frame))
         loss_sum += loss.detach()
         task_loss[0].index_add_(0, inputs["task"], per_sample)
         task_loss[1].index_add_(0, inputs["task"], torch.ones_like(per_sample))
@@ -201,9 +203,8 @@ def run(cfg: TrainConfig, resume: bool = False, stop_at: int | None = None) -> t
         if cfg.sample.every_steps and (step % cfg.sample.every_steps == 0):
             _preview(run_dir / "samples" / f"step_{step:08d}.png", ema, enc, preview_batch, cfg, d, amp_dtype)
         if step % cfg.ckpt_every == 0 or step == end:
-            data_state = {"epoch": step // cfg.data.epoch_batches, "batches_into_epoch": step % cfg.data.epoch_batches}
             checkpoint.save(run_dir, step, model, ema, optimizer, scheduler,
-                            {"config": to_dict(cfg), "model_config": asdict(mcfg), "data": data_state},
+                            {"config": to_dict(cfg), "model_config": asdict(mcfg), "data": dict(stream.position)},
                             cfg.keep_checkpoints, d.is_main)
     if writer is not None:
         writer.close()

@@ -31,13 +31,16 @@ def test_resume_continues_exactly(tmp_path, tiny_models, small_dataset):
     def cfg(name):
         c = tiny_config(tmp_path / name, tiny_models, small_dataset, steps=8,
                         optim=OptimConfig(lr=1e-3, warmup_steps=3, schedule="cosine"))
-        c.data.epoch_batches = 3  # the resume point (step 4) lies inside epoch 1
+        c.data.epoch_batches = 3  # pauses at step 3 (an epoch boundary) and step 5 (inside epoch 1)
         c.ckpt_every = 4
         return c
 
     run(cfg("straight"))
-    run(cfg("broken"), stop_at=4)
-    assert checkpoint.latest(tmp_path / "broken").name == "step_00000004.pt"
+    run(cfg("broken"), stop_at=3)
+    paused = checkpoint.load(checkpoint.latest(tmp_path / "broken"))
+    assert paused["step"] == 3 and paused["data"] == {"epoch": 1, "batches_into_epoch": 0}
+    run(cfg("broken"), resume=True, stop_at=5)
+    assert checkpoint.load(checkpoint.latest(tmp_path / "broken"))["data"] == {"epoch": 1, "batches_into_epoch": 2}
     run(cfg("broken"), resume=True)
     a = checkpoint.load(checkpoint.latest(tmp_path / "straight"))
     b = checkpoint.load(checkpoint.latest(tmp_path / "broken"))
@@ -47,7 +50,7 @@ def test_resume_continues_exactly(tmp_path, tiny_models, small_dataset):
             assert torch.allclose(a[part][k], b[part][k], atol=1e-6), (part, k)
     assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"] == 8
     straight, broken = _losses(tmp_path / "straight"), _losses(tmp_path / "broken")
-    assert sorted(broken) == list(range(1, 9))  # the curve continues from step 5, no gap, no repeat
+    assert sorted(broken) == list(range(1, 9))  # the curve continues after each pause, no gap, no repeat
     for s in range(1, 9):
         assert broken[s] == pytest.approx(straight[s], rel=1e-5)
     # the parameters moved between the two checkpoints: equality is not two frozen models
