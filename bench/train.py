@@ -48,13 +48,13 @@ def parse() -> argparse.Namespace:
     p.add_argument("--measure", type=int, help="steps measured, a multiple of --warmup (default 20 CPU, 60 GPU)")
     p.add_argument("--encoders", choices=["tiny", "real-shape"], help="default tiny on CPU, real-shape on GPU")
     p.add_argument("--grad-checkpointing", action="store_true")
-    p.add_argument("--compile", action="store_true", help="torch.compile each block")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, help="torch.compile each block (default: on GPU)")
     p.add_argument("--json", type=Path, help="also write the figures here")
     a = p.parse_args()
     gpu = a.device == "cuda"
     for name, cpu, cuda in [("preset", "tiny", "xl"), ("dtype", "fp32", "bf16"), ("image_px", 32, 256),
                             ("batch_size", 8, 32), ("samples", 64, 2048), ("workers", 1, 8), ("warmup", 10, 20),
-                            ("measure", 20, 60), ("encoders", "tiny", "real-shape")]:
+                            ("measure", 20, 60), ("encoders", "tiny", "real-shape"), ("compile", False, True)]:
         if getattr(a, name) is None:
             setattr(a, name, cuda if gpu else cpu)
     if a.measure % a.warmup:
@@ -90,7 +90,7 @@ def main() -> None:
         "device": torch.cuda.get_device_name() if a.device == "cuda" else "cpu",
         "preset": a.preset, "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
         "dtype": a.dtype, "image_px": a.image_px, "batch_size": a.batch_size, "task": a.task,
-        "encoders": a.encoders, "steps_measured": steps,
+        "encoders": a.encoders, "compile": a.compile, "steps_measured": steps,
         "steps_per_s": round(steps / seconds, 3),
         "tokens_per_s": round(sum(r["tokens_per_s"] * a.warmup / r["steps_per_s"] for r in measured) / seconds, 1),
         "data_wait_share": round(sum(r["data_wait_share"] * a.warmup / r["steps_per_s"] for r in measured) / seconds, 4),

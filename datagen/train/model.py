@@ -50,6 +50,11 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return out.flatten(-2).type_as(x)
 
 
+def _rms(x: torch.Tensor, norm: nn.RMSNorm) -> torch.Tensor:
+    """RMSNorm with its weight in the activation dtype: bf16 under autocast takes the fused kernel."""
+    return F.rms_norm(x, norm.normalized_shape, norm.weight.to(x.dtype), norm.eps)
+
+
 class Attention(nn.Module):
     def __init__(self, dim: int, heads: int):
         super().__init__()
@@ -63,8 +68,8 @@ class Attention(nn.Module):
     def forward(self, x, cos, sin, mask):
         b, s, d = x.shape
         q, k, v = self.qkv(x).view(b, s, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q = apply_rope(self.q_norm(q), cos, sin)
-        k = apply_rope(self.k_norm(k), cos, sin)
+        q = apply_rope(_rms(q, self.q_norm), cos, sin)
+        k = apply_rope(_rms(k, self.k_norm), cos, sin)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.proj(out.transpose(1, 2).reshape(b, s, d))
 

@@ -24,6 +24,7 @@ from datagen.train.encoders import FrozenEncoders, encode_batch
 from datagen.train.model import FrameDiT
 from datagen.train.presets import model_config
 from datagen.train.throughput import Meter, batch_flops
+from schemas.tasks import TASK_BY_ID
 
 
 @dataclass
@@ -194,7 +195,7 @@ def run(cfg: TrainConfig, resume: bool = False, stop_at: int | None = None) -> t
             per_task = stats[1:].view(2, -1)
             record = {"step": step, "loss": stats[0].item(), "lr": scheduler.get_last_lr()[0],
                       "grad_norm": float(grad_norm), **figures,
-                      "loss_per_task": {int(i): (per_task[0, i] / per_task[1, i]).item()
+                      "loss_per_task": {TASK_BY_ID[i].name: (per_task[0, i] / per_task[1, i]).item()
                                         for i in torch.nonzero(per_task[1]).flatten().tolist()}}
             loss_sum.zero_()
             task_loss.zero_()
@@ -228,8 +229,8 @@ def _log(writer, run_dir: Path, record: dict) -> None:
     step = record["step"]
     for key, value in record.items():
         if key == "loss_per_task":
-            for tid, v in value.items():
-                writer.add_scalar(f"loss_per_task/{tid}", v, step)
+            for name, v in value.items():
+                writer.add_scalar(f"loss_per_task/{name}", v, step)
         elif key != "step" and value is not None:
             writer.add_scalar(f"train/{key}", value, step)
     with open(run_dir / "metrics.jsonl", "a") as f:
