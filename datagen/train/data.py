@@ -240,7 +240,7 @@ class ShardStream(IterableDataset):
             if i < skip:
                 continue
             batch = self._collate(bucket, raws)
-            if batch is not None:
+            if batch is not None:  # None only when every sample of the group fails to decode (warned above)
                 yield batch
 
 
