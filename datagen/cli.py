@@ -173,7 +173,11 @@ def train(
     set_: List[str] = typer.Option([], "--set", help="override a config key"),
 ):
     """Train the factorized diffusion transformer on datagen shards (use torchrun for many GPUs)."""
-    not_built("train")
+    from datagen.config import apply_overrides, from_dict, load_yaml
+    from datagen.train.train import TrainConfig, run as run_training
+
+    cfg = from_dict(TrainConfig, apply_overrides(load_yaml(config), set_))
+    run_training(cfg, resume=resume)
 
 
 @app.command()
@@ -186,7 +190,10 @@ def sample(
     out: Path = typer.Option(..., help="output directory"),
 ):
     """Sample images from a trained checkpoint with the Euler ODE sampler."""
-    not_built("sample")
+    from datagen.train.sample import sample_cli
+
+    path = sample_cli(checkpoint, task, prompt, image, out)
+    console.print(f"wrote {path}", highlight=False)
 
 
 def main() -> None:  # pragma: no cover - `python -m datagen`

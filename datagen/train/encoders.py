@@ -1,0 +1,84 @@
+"""The frozen encoders: T5 for the prompts, a KL autoencoder for the frames (paths or hub ids)."""
+from __future__ import annotations
+
+import torch
+
+from datagen import UserError
+
+
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot load the tokenizer of text encoder {path!r}: {e}") from None
+
+
+class FrozenEncoders:
+    """Loads both once, frozen and in eval mode; encodes text tokens and images, decodes latents."""
+
+    def __init__(self, text_encoder: str, vae: str, device: torch.device, dtype: torch.dtype):
+        from diffusers import AutoencoderKL
+        from transformers import T5EncoderModel
+
+        try:
+            self.text = T5EncoderModel.from_pretrained(text_encoder, dtype=dtype)
+        except (OSError, ValueError) as e:
+            raise UserError(f"cannot load text encoder {text_encoder!r} (a T5 encoder path or hub id): {e}") from None
+        try:
+            self.vae = AutoencoderKL.from_pretrained(vae, torch_dtype=dtype, low_cpu_mem_usage=False)
+        except (OSError, ValueError, EnvironmentError) as e:
+            raise UserError(f"cannot load VAE {vae!r} (a diffusers AutoencoderKL path or hub id): {e}") from None
+        for m in (self.text, self.vae):
+            m.to(device).eval().requires_grad_(False)
+        cfg = self.vae.config
+        self.scale = float(cfg.scaling_factor)
+        self.shift = float(getattr(cfg, "shift_factor", None) or 0.0)  # Flux/SD3 VAEs centre their latents
+        self.down_px = 2 ** (len(cfg.block_out_channels) - 1)
+        self.latent_channels = int(cfg.latent_channels)
+        self.text_dim = int(self.text.config.d_model)
+        self.device, self.dtype = device, dtype
+
+    @torch.no_grad()
+    def encode_text(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.text(input_ids=ids, attention_mask=mask).last_hidden_state
+
+    @torch.no_grad()
+    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        """[N,3,H,W] in [-1,1] -> normalised latents [N,C,H/down,W/down] (the posterior mean: deterministic)."""
+        dist = self.vae.encode(pixels.to(self.device, self.dtype)).latent_dist
+        return ((dist.mean - self.shift) * self.scale).float()
+
+    @torch.no_grad()
+    def decode_images(self, latents: torch.Tensor) -> torch.Tensor:
+        z = latents.to(self.device, self.dtype) / self.scale + self.shift
+        return self.vae.decode(z).sample.float().clamp(-1, 1)
+
+
+def encode_batch(enc: FrozenEncoders, batch: dict) -> dict:
+    """A loader batch -> the model's inputs on the device: clean latents of every valid frame, prompt states.
+
+    Indices of the valid frames come from the CPU masks, so nothing here waits for the GPU.
+    """
+    dev = enc.device
+
+    def put(t: torch.Tensor) -> torch.Tensor:
+        return t.to(dev, non_blocking=True)  # the loader pins batches on GPU runs
+
+    pixels, valid = batch["pixels"], batch["frame_valid"]
+    b, f, _, h, w = pixels.shape
+    idx = put(valid.flatten().nonzero().squeeze(1))
+    flat = enc.encode_images(put(pixels).flatten(0, 1).index_select(0, idx).float())
+    latents = flat.new_zeros(b * f, enc.latent_channels, h // enc.down_px, w // enc.down_px)
+    latents = latents.index_copy(0, idx, flat).unflatten(0, (b, f))
+    base = enc.encode_text(put(batch["base_ids"]), put(batch["base_mask"]))
+    context = enc.encode_text(put(batch["context_ids"]), put(batch["context_mask"]))
+    segment = torch.cat([torch.zeros(base.shape[:2], dtype=torch.long), torch.ones(context.shape[:2], dtype=torch.long)], 1)
+    return {
+        "latents": latents, "task": put(batch["task"]), "frame_role": put(batch["frame_role"]),
+        "frame_cond": put(batch["frame_cond"]), "frame_valid": put(valid),
+        "text": torch.cat([base, context], 1).float(),
+        "text_mask": put(torch.cat([batch["base_mask"], batch["context_mask"]], 1)),
+        "text_segment": put(segment),
+    }

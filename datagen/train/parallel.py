@@ -1,0 +1,65 @@
+"""Process groups and model wrapping: one process per GPU under torchrun; DDP, or FSDP2 for big models."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+@dataclass
+class Dist:
+    rank: int
+    world: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: str = "auto") -> Dist:
+    """Join torchrun's process group when launched by it (WORLD_SIZE set), else a single process."""
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    rank, local_rank = int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
+    dev = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(dev)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo", device_id=dev if use_cuda else None)
+    return Dist(rank, world, local_rank, dev)
+
+
+def wrap(model: nn.Module, ema: nn.Module, mode: str, d: Dist) -> tuple[nn.Module, nn.Module]:
+    """DDP replicates (gradients all-reduced); FSDP shards each block and the root, the EMA alike."""
+    if d.world == 1:
+        return model, ema
+    if mode == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+
+        for m in (model, ema):
+            for blk in m.blocks:
+                fully_shard(blk)
+            fully_shard(m)
+        return model, ema
+    ids = [d.local_rank] if d.device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids), ema
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    if dist.is_initialized():
+        dist.all_reduce(t)
+    return t
+
+
+def close() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,254 @@
+"""`datagen train`: flow-matching training of the frame-sequence DiT on datagen shards.
+
+setup (process group, seeds) -> frozen encoders -> model, EMA, optimizer -> resume -> data -> loop
+(encode, noise the targets, predict velocity, step, EMA) -> logs, previews, checkpoints.
+Launch with `torchrun --nproc_per_node=G -m datagen train --config FILE` on one or many nodes.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from datagen.config import to_dict
+from datagen.train import checkpoint, flow, parallel
+from datagen.train.data import DataConfig, ShardStream, train_batches
+from datagen.train.ema import make_ema, update_ema
+from datagen.train.flow import FlowConfig
+from datagen.train.encoders import FrozenEncoders, encode_batch
+from datagen.train.model import FrameDiT
+from datagen.train.presets import model_config
+from datagen.train.throughput import Meter, batch_flops
+from schemas.tasks import TASK_BY_ID
+
+
+@dataclass
+class ModelSection:
+    preset: str = "xl"  # see datagen/train/presets.py
+    text_encoder: str = "google/t5-v1_1-xl"  # a T5 encoder path or hub id (PixArt/Imagen use T5 text features)
+    vae: str = "stabilityai/sd-vae-ft-ema"  # a diffusers AutoencoderKL path or hub id
+    grad_checkpointing: bool = False
+    compile: bool = False  # torch.compile each block: faster on GPU once shapes settle (fixed buckets help)
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-4  # DiT and SD3 train at 1e-4 with AdamW
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])  # beta2 0.95: steadier large transformers
+    weight_decay: float = 0.0  # DiT trains without weight decay
+    warmup_steps: int = 1000
+    schedule: Literal["constant", "cosine"] = "constant"  # DiT/SD3 hold lr after warm-up; cosine for fixed budgets
+    min_lr_ratio: float = 0.1  # cosine floor, as a share of lr
+    grad_clip: float = 1.0
+
+
+@dataclass
+class SampleConfig:
+    every_steps: int = 2000  # preview images in RUN_DIR/samples; 0 = never
+    count: int = 4  # samples of the first batch, per preview
+    steps: int = 28  # Euler steps (SD3's default)
+    text_guidance: float = 4.0
+    image_guidance: float = 1.5  # InstructPix2Pix's default image scale
+    shift: float = 1.0  # > 1 spends steps near noise; SD3 uses 3.0 at 1024 px
+
+
+@dataclass
+class TrainConfig:
+    run_dir: str = "runs/unireal"
+    steps: int = 200_000
+    seed: int = 0
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    precision: Literal["bf16", "fp32"] = "bf16"  # bf16 autocast; weights, optimizer and EMA stay fp32
+    parallel: Literal["ddp", "fsdp"] = "ddp"  # fsdp shards params/grads/optimizer: for models that do not fit
+    ema_decay: float = 0.9999  # DiT's EMA decay
+    log_every: int = 50
+    ckpt_every: int = 2000
+    keep_checkpoints: int = 3
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataConfig = field(default_factory=DataConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+
+
+def lr_factor(step: int, o: OptimConfig, total: int) -> float:
+    if step < o.warmup_steps:
+        return (step + 1) / o.warmup_steps
+    if o.schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - o.warmup_steps) / max(1, total - o.warmup_steps))
+    return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def step_generator(seed: int, rank: int, step: int, device: torch.device) -> torch.Generator:
+    """Noise, timesteps and dropout are a function of (seed, rank, step): resumed runs redraw the same."""
+    return torch.Generator(device).manual_seed(hash((seed, rank, step)) & 0x7FFF_FFFF_FFFF_FFFF)
+
+
+def flow_loss(model, inputs: dict, fcfg: FlowConfig, gen: torch.Generator, amp_dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noise the target frames, drop conditions for guidance, regress the velocity on target frames only.
+
+    Returns (mean loss, per-sample loss)."""
+    x0 = inputs["latents"]
+    b, dev = x0.shape[0], x0.device
+    is_target = inputs["frame_valid"] & ~inputs["frame_cond"]
+    t = flow.sample_t(b, fcfg, gen, dev)
+    noise = torch.randn(x0.shape, generator=gen, device=dev)
+    x_t = torch.where(is_target[:, :, None, None, None], flow.interpolate(x0, noise, t), x0)
+    drop_text = torch.rand(b, generator=gen, device=dev) < fcfg.text_drop
+    drop_context = torch.rand(b, generator=gen, device=dev) < fcfg.context_drop
+    drop_images = torch.rand(b, generator=gen, device=dev) < fcfg.image_drop
+    is_context = inputs["text_segment"] == 1
+    text_mask = inputs["text_mask"] & ~drop_text[:, None] & ~(drop_context[:, None] & is_context)
+    frame_valid = inputs["frame_valid"] & ~(drop_images[:, None] & inputs["frame_cond"])
+    with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        pred = model(x_t, t, inputs["task"], inputs["frame_role"], inputs["frame_cond"], frame_valid,
+                     inputs["text"], text_mask, inputs["text_segment"])
+    per_frame = ((pred.float() - flow.velocity(x0, noise)) ** 2).mean((2, 3, 4))
+    weight = is_target.float()
+    per_sample = (per_frame * weight).sum(1) / weight.sum(1).clamp(min=1)
+    return per_sample.mean(), per_sample.detach()
+
+
+def run(cfg: TrainConfig, resume: bool = False, stop_at: int | None = None) -> torch.nn.Module:
+    """Train up to cfg.steps (from the latest checkpoint when resuming); returns this rank's trained model.
+
+    `stop_at` pauses earlier with a checkpoint (e.g. before a job's time limit); the schedule still spans cfg.steps.
+    """
+    end = min(cfg.steps, stop_at or cfg.steps)
+    d = parallel.init_distributed(cfg.device)
+    run_dir = Path(cfg.run_dir)
+    torch.manual_seed(cfg.seed)  # same initial weights on every rank
+    amp_dtype = torch.bfloat16 if cfg.precision == "bf16" else None
+    enc = FrozenEncoders(cfg.model.text_encoder, cfg.model.vae, d.device,
+                         torch.bfloat16 if amp_dtype and d.device.type == "cuda" else torch.float32)
+    mcfg = model_config(cfg.model.preset, latent_channels=enc.latent_channels, text_dim=enc.text_dim,
+                        grad_checkpointing=cfg.model.grad_checkpointing)
+    _check_shapes(cfg, enc.down_px * mcfg.patch, mcfg.max_text_tokens)
+    raw_model = FrameDiT(mcfg).to(d.device)
+    ema = make_ema(raw_model)
+    if cfg.model.compile:
+        for blk in raw_model.blocks:
+            blk.compile()
+    model, ema = parallel.wrap(raw_model, ema, cfg.parallel, d)
+    o = cfg.optim
+    optimizer = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay,
+                                  fused=d.device.type == "cuda")
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, o, cfg.steps))
+    step, data_state = 0, {"epoch": 0, "batches_into_epoch": 0}
+    last = checkpoint.latest(run_dir) if resume else None
+    if last is not None:
+        ckpt = checkpoint.load(last)
+        checkpoint.restore(ckpt, model, ema, optimizer, scheduler)
+        step, data_state = ckpt["step"], ckpt["data"]
+        del ckpt
+    stream = ShardStream(cfg.data, cfg.model.text_encoder)
+    batches = train_batches(stream, cfg.data, data_state, pin_memory=d.device.type == "cuda")
+    writer = None
+    if d.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(run_dir / "tb"), purge_step=step)
+        print(f"run {run_dir}: {sum(p.numel() for p in raw_model.parameters()) / 1e6:.1f}M params "
+              f"({cfg.model.preset}), {d.world} process(es) on {d.device.type}, from step {step}", flush=True)
+    meter = Meter(d.device)
+    flops_per_token = raw_model.flops_per_token()
+    tokens_per_frame = 0
+    preview_batch = None
+    loss_sum = torch.zeros((), device=d.device)
+    task_loss = torch.zeros(2, mcfg.max_tasks, device=d.device)  # sum, count per task id
+    model.train()
+    while step < end:
+        t0 = time.perf_counter()
+        batch = next(batches)
+        meter.waited(time.perf_counter() - t0)
+        preview_batch = preview_batch or {k: v[: cfg.sample.count] for k, v in batch.items()}
+        inputs = encode_batch(enc, batch)
+        tokens_per_frame = math.prod(inputs["latents"].shape[-2:]) // mcfg.patch ** 2
+        loss, per_sample = flow_loss(model, inputs, cfg.flow, step_generator(cfg.seed, d.rank, step, d.device), amp_dtype)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
+        grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm  # FSDP: a DTensor
+        optimizer.step()
+        scheduler.step()
+        update_ema(ema, model, cfg.ema_decay, step)
+        step += 1
+        meter.step(*batch_flops(flops_per_token, raw_model.attention_flops,
+                                torch.cat([batch["base_mask"], batch["context_mask"]], 1), batch["frame_valid"],
+                                tokens_per_frame))
+        loss_sum += loss.detach()
+        task_loss[0].index_add_(0, inputs["task"], per_sample)
+        task_loss[1].index_add_(0, inputs["task"], torch.ones_like(per_sample))
+        if step % cfg.log_every == 0 or step == end:
+            n_steps = meter.steps
+            figures = meter.report(d.world)
+            stats = parallel.all_reduce_sum(torch.cat([loss_sum[None] / n_steps / d.world, task_loss.flatten()]))
+            per_task = stats[1:].view(2, -1)
+            record = {"step": step, "loss": stats[0].item(), "lr": scheduler.get_last_lr()[0],
+                      "grad_norm": float(grad_norm), **figures,
+                      "loss_per_task": {TASK_BY_ID[i].name: (per_task[0, i] / per_task[1, i]).item()
+                                        for i in torch.nonzero(per_task[1]).flatten().tolist()}}
+            loss_sum.zero_()
+            task_loss.zero_()
+            if writer is not None:
+                _log(writer, run_dir, record)
+        if cfg.sample.every_steps and (step % cfg.sample.every_steps == 0):
+            _preview(run_dir / "samples" / f"step_{step:08d}.png", ema, enc, preview_batch, cfg, d, amp_dtype)
+        if step % cfg.ckpt_every == 0 or step == end:
+            checkpoint.save(run_dir, step, model, ema, optimizer, scheduler,
+                            {"config": to_dict(cfg), "model_config": asdict(mcfg), "data": dict(stream.position)},
+                            cfg.keep_checkpoints, d.is_main)
+    if writer is not None:
+        writer.close()
+    parallel.close()
+    return raw_model
+
+
+def _check_shapes(cfg: TrainConfig, px_per_token: int, max_text_tokens: int) -> None:
+    from datagen import UserError
+
+    for h, w in cfg.data.buckets_px:
+        if h % px_per_token or w % px_per_token:
+            raise UserError(f"data.buckets_px: {h}x{w} is not a multiple of {px_per_token} px "
+                            f"(VAE downsampling x patch size)")
+    if cfg.data.max_base_tokens + cfg.data.max_context_tokens > max_text_tokens:
+        raise UserError(f"data.max_base_tokens + data.max_context_tokens exceeds the model's {max_text_tokens} "
+                        f"text positions")
+
+
+def _log(writer, run_dir: Path, record: dict) -> None:
+    step = record["step"]
+    for key, value in record.items():
+        if key == "loss_per_task":
+            for name, v in value.items():
+                writer.add_scalar(f"loss_per_task/{name}", v, step)
+        elif key != "step" and value is not None:
+            writer.add_scalar(f"train/{key}", value, step)
+    with open(run_dir / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+    mfu = f"{record['mfu']:.1%}" if record["mfu"] is not None else "n/a"
+    print(f"step {step} loss {record['loss']:.4f} lr {record['lr']:.2e} gnorm {record['grad_norm']:.3f} "
+          f"{record['steps_per_s']:.2f} step/s {record['tokens_per_s']:.0f} tok/s mfu {mfu} "
+          f"data wait {record['data_wait_share']:.1%}", flush=True)
+
+
+def _preview(path: Path, ema, enc, batch: dict, cfg: TrainConfig, d, amp_dtype) -> None:
+    """Sample the first batch's prompts and conditions with the EMA weights (all ranks: FSDP needs them)."""
+    from datagen.train.sample import generate, preview_grid, target_pixels, write_preview
+
+    inputs = encode_batch(enc, batch)
+    s = cfg.sample
+    gen = torch.Generator(d.device).manual_seed(cfg.seed)
+    latents = generate(ema, inputs, s.steps, s.text_guidance, s.image_guidance, s.shift, gen, amp_dtype)
+    generated = target_pixels(enc, latents, inputs["frame_valid"])
+    if d.is_main:
+        write_preview(path, preview_grid(batch["pixels"], batch["frame_valid"], generated))

@@ -1,0 +1,108 @@
+"""The loader: disjoint shard splits, one pass = every sample once, reproducible epochs, buckets, weights."""
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from datagen import UserError
+from datagen.train.data import (DataConfig, ShardStream, image_to_tensor, make_loader, skipped_by_worker,
+                                split_shards, tensor_to_image)
+from schemas.tasks import ImageKind
+from tests.train.conftest import write_dataset
+
+
+@pytest.fixture(scope="module")
+def many_shards(tmp_path_factory):
+    """3 tasks x 7 samples in shards of 2: 12 shards."""
+    return write_dataset(tmp_path_factory.mktemp("many"), {0: 7, 1: 7, 4: 7}, samples_per_shard=2)
+
+
+def _cfg(ds, **kw):
+    base = dict(datasets=[ds] if isinstance(ds, str) else ds, buckets_px=[[32, 32]], batch_size=3, num_workers=0,
+                shuffle_buffer=4, epoch_batches=4, max_base_tokens=8, max_context_tokens=8)
+    return DataConfig(**{**base, **kw})
+
+
+def test_split_shards_is_disjoint_and_complete():
+    urls = [f"s{i}.tar" for i in range(13)]
+    slices = [split_shards(urls, r, 2, w, 3) for r in range(2) for w in range(3)]
+    assert sorted(u for s in slices for u in s) == sorted(urls)
+    assert sum(len(s) for s in slices) == len(urls)  # no shard in two slices
+    assert [skipped_by_worker(5, w, 2) for w in range(2)] == [3, 2]  # loader batches 0,2,4 / 1,3
+
+
+def test_one_pass_reads_every_sample_once_across_ranks_and_workers(many_shards, tiny_models, monkeypatch):
+    seen = Counter()
+    for rank in range(2):
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        cfg = _cfg(many_shards, resampled=False, num_workers=2)
+        for batch in make_loader(ShardStream(cfg, tiny_models[0]), cfg, False, None):
+            seen.update(batch["keys"])
+    assert len(seen) == 21 and set(seen.values()) == {1}
+
+
+def test_epochs_are_reproducible_and_resume_skips_exactly(many_shards, tiny_models):
+    cfg = _cfg(many_shards, num_workers=2)
+
+    def keys(epoch, skip, n):
+        stream = ShardStream(cfg, tiny_models[0])
+        stream.epoch, stream.skip_batches = epoch, skip
+        return [b["keys"] for b in make_loader(stream, cfg, False, n)]
+
+    full = keys(1, 0, 6)
+    assert len(full) == 6
+    assert keys(1, 0, 6) == full  # the same epoch replays
+    assert keys(1, 2, 4) == full[2:]  # resume inside an epoch: the remaining batches, in order
+    assert keys(2, 0, 6) != full  # a new epoch reshuffles
+
+
+def test_task_weights_mix_the_stream(many_shards, tiny_models):
+    cfg = _cfg(many_shards, task_weights={"text_to_image": 3.0, "depth_to_image": 1.0}, batch_size=8,
+               shuffle_buffer=2)
+    stream = ShardStream(cfg, tiny_models[0])
+    tasks = Counter()
+    for batch in make_loader(stream, cfg, False, 40):
+        tasks.update(batch["task"].tolist())
+    assert set(tasks) == {0, 4}
+    assert 2.0 < tasks[0] / tasks[4] < 4.5  # 3:1 expected over 320 samples
+
+
+def test_unknown_or_missing_tasks_are_user_errors(many_shards, tiny_models):
+    with pytest.raises(UserError, match="no shards"):
+        ShardStream(_cfg(many_shards, task_weights={"edge_detection": 1.0}), tiny_models[0])
+    with pytest.raises(KeyError):
+        ShardStream(_cfg(many_shards, task_weights={"no_such_task": 1.0}), tiny_models[0])
+
+
+def test_aspect_buckets_and_variable_frame_counts(tmp_path, tiny_models):
+    square = write_dataset(tmp_path / "sq", {0: 4, 2: 4}, size_px=(32, 32))
+    wide = write_dataset(tmp_path / "wide", {3: 4}, size_px=(32, 64))
+    cfg = _cfg([square, wide], buckets_px=[[32, 32], [32, 64]], batch_size=4, resampled=False)
+    batches = list(make_loader(ShardStream(cfg, tiny_models[0]), cfg, False, None))
+    assert sum(len(b["keys"]) for b in batches) == 12
+    for b in batches:
+        wide_batch = b["pixels"].shape[-1] == 64
+        assert set(b["task"].tolist()) <= ({3} if wide_batch else {0, 2})
+        # inputs + target: text_to_image has 1 frame, customization 3 (2 assets), insertion 3
+        for task, n_frames in zip(b["task"].tolist(), b["frame_valid"].sum(1).tolist()):
+            assert n_frames == {0: 1, 2: 3, 3: 3}[task]
+        # the target is the last valid frame and the only one that is not a condition
+        assert torch.equal(b["frame_cond"].sum(1), b["frame_valid"].sum(1) - 1)
+
+
+def test_image_conversion_per_kind():
+    rgb = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    x = image_to_tensor(rgb, ImageKind.rgb, (48, 64))
+    assert x.shape == (3, 48, 64) and float(x.min()) >= -1 and float(x.max()) <= 1
+    assert np.abs(tensor_to_image(x, ImageKind.rgb).astype(int) - rgb).max() <= 1
+    depth = np.full((40, 40), 65535, dtype=np.uint16)
+    d = image_to_tensor(depth, ImageKind.depth16, (32, 32))
+    assert d.shape == (3, 32, 32) and torch.allclose(d, torch.ones_like(d))
+    assert tensor_to_image(d, ImageKind.depth16).dtype == np.uint16
+    mask = np.zeros((32, 64), dtype=np.uint8)
+    mask[:, 32:] = 255
+    m = image_to_tensor(mask, ImageKind.mask, (32, 32))  # cover + centre crop keeps the middle
+    back = tensor_to_image(m, ImageKind.mask)
+    assert back.shape == (32, 32) and set(np.unique(back)) == {0, 255}
