@@ -49,9 +49,9 @@ def grammar_schema(schema: dict[str, Any]) -> dict[str, Any]:
     """`schema` made safe for xgrammar-backed decoding (local grammar and vLLM's guided JSON).
 
     xgrammar 0.2.8 lets raw control characters through a string bounded by `maxLength`
-    (the output then fails `json.loads`); a `pattern` with the same bounds that excludes
-    quotes, backslashes and control characters keeps strings valid. The validator still
-    checks against the original schema.
+    (the output then fails `json.loads`); a `pattern` with the same bounds over printable
+    ASCII without quote and backslash keeps strings valid (non-ASCII bytes let a model
+    emit broken UTF-8). The validator still checks against the original schema.
     """
     out = copy.deepcopy(schema)
 
@@ -59,7 +59,7 @@ def grammar_schema(schema: dict[str, Any]) -> dict[str, Any]:
         if isinstance(node, dict):
             if node.get("type") == "string" and "maxLength" in node:
                 lo, hi = node.pop("minLength", 0), node.pop("maxLength")
-                node["pattern"] = f'^[^"\\\\\\x00-\\x1f]{{{lo},{hi}}}$'
+                node["pattern"] = f"^[ !#-\\[\\]-~]{{{lo},{hi}}}$"
             for v in node.values():
                 fix(v)
         elif isinstance(node, list):

@@ -68,9 +68,9 @@ def build_tiny_vlm(out_dir: str | Path, seed: int = 0) -> str:
     config = Qwen2VLConfig(
         text_config=dict(
             vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-            # head_dim 16 -> 8 rotary frequencies split over (time, height, width)
-            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+            num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=4096,
+            # head_dim 32 (vLLM's CPU attention kernels need >= 32) -> 16 rotary frequencies over (t, h, w)
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 6, 6]},
             bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
         ),
         vision_config=dict(depth=2, embed_dim=32, num_heads=2, hidden_size=64, mlp_ratio=2, patch_size=14,
