@@ -106,6 +106,8 @@ class CaptionStage(Stage):
         cfg = self.config
         jobs: dict[int, _Job] = {}
         for i, row in enumerate(rows):
+            # every batch has both columns, failed rows with None (Ray blocks share one schema)
+            row[C.CAPTION] = row[C.provenance_column(self.name)] = None
             try:
                 jobs[i] = self._job(row)
             except (OSError, ValueError, TypeError, KeyError) as e:  # undecodable or missing image

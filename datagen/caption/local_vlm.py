@@ -71,6 +71,13 @@ class TransformersVLM:
         return {**enc, "pixel_values": vision["pixel_values"].to(self.model.dtype), "image_grid_thw": vision["image_grid_thw"]}
 
     def generate(self, requests: list[CaptionRequest], sampling: Sampling) -> list[str | BackendError]:
+        if sampling.temperature > 0 and len(requests) > 1:
+            # One RNG stream per row, so a sampled answer does not depend on its batch-mates
+            # (vLLM seeds each request the same way); sampled retries are rare, so unbatched.
+            return [answer for r in requests for answer in self._generate([r], sampling)]
+        return self._generate(requests, sampling)
+
+    def _generate(self, requests: list[CaptionRequest], sampling: Sampling) -> list[str]:
         inputs = {k: v.to(self.device) for k, v in self._inputs(requests).items()}
         grammar = self._xgr.contrib.hf.LogitsProcessor([self._grammar(r.schema) for r in requests])
         torch.manual_seed(sampling.seed)
