@@ -49,6 +49,16 @@ class CaptionConfig:
     engine_args: dict[str, Any] = field(default_factory=dict)  # vllm-engine: extra vllm.LLM kwargs (max_model_len, ...)
     resources: Resources = field(default_factory=lambda: Resources(num_cpus=1, num_gpus=1, batch_size=64, concurrency=1))
 
+    def __post_init__(self):
+        for name in ("max_retries", "max_objects"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("requests_in_flight", "max_new_tokens", "max_text_chars", "image_multiple_px"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_image_side_px < self.image_multiple_px:
+            raise ValueError(f"max_image_side_px ({self.max_image_side_px}) must be >= image_multiple_px")
+
 
 def open_backend(cfg: CaptionConfig):
     device = cfg.device
