@@ -23,9 +23,10 @@ class VllmEngine:
             raise UserError(f"caption.backend 'vllm-engine' needs vLLM in this environment ({e}); "
                             "install vllm, or use backend 'vllm-server' or 'transformers'") from None
         self._sampling_cls, self._structured_cls = SamplingParams, StructuredOutputsParams
-        # xgrammar: the structured-output backend that honours `disable_any_whitespace`
-        args = {"limit_mm_per_prompt": {"image": 2}, "seed": seed, "structured_outputs_config": {"backend": "xgrammar"},
-                **engine_args}
+        # No free whitespace in guided JSON (a weak model could pad to the token limit); vLLM
+        # takes this engine-wide (ignored per request in 0.32), and only with xgrammar/guidance.
+        structured = {"backend": "xgrammar", "disable_any_whitespace": True}
+        args = {"limit_mm_per_prompt": {"image": 2}, "seed": seed, "structured_outputs_config": structured, **engine_args}
         self.llm = LLM(model=model, revision=revision or None, dtype=dtype, **args)
         self.guided = guided
         self.model_id = model
@@ -35,8 +36,7 @@ class VllmEngine:
         params = [
             self._sampling_cls(
                 temperature=sampling.temperature, max_tokens=sampling.max_new_tokens, seed=sampling.seed,
-                # no free whitespace: a weak model could otherwise pad to the token limit
-                structured_outputs=self._structured_cls(json=r.schema, disable_any_whitespace=True) if self.guided else None,
+                structured_outputs=self._structured_cls(json=r.schema) if self.guided else None,
             )
             for r in requests
         ]

@@ -6,9 +6,6 @@ import numpy as np
 from datagen.media import encode_image
 from schemas import columns as C
 
-# What the validator may answer for a random model's output (never backend_error).
-REASONS = {"invalid_json", "missing_fields", "bad_field", "box_out_of_range", "refusal"}
-
 
 def batch(n: int, seed: int = 0) -> dict[str, list]:
     rng = np.random.default_rng(seed)

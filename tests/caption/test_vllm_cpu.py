@@ -13,10 +13,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from datagen.caption.schema import EDIT_TYPES
 from datagen.models.tiny_vlm import build_tiny_vlm
 from schemas import columns as C
 from stages.caption import CaptionConfig, CaptionStage
-from tests.caption.frames import REASONS, batch
+from tests.caption.frames import batch
 
 pytestmark = [pytest.mark.manual, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
@@ -76,25 +77,23 @@ def server(vllm_python, model_dir, tmp_path_factory):
         log.close()
 
 
-def assert_captions_or_validator_failures(out):
-    reasons = out[C.FAILED_REASON]
-    assert None in reasons, "guided decoding should make at least one answer valid"
-    for i, reason in enumerate(reasons):
-        if reason is None:
-            cap = json.loads(out[C.CAPTION][i])
-            assert cap["instruction"] and cap["edit_type"]
-        else:
-            assert reason in REASONS, out[C.FAILED_DETAIL][i]
+def assert_all_captions_valid(out):
+    # Guided decoding makes even a random model's answers valid when no boxes are asked for
+    # (the grammar bounds box coordinates but cannot order them).
+    assert out[C.FAILED_REASON] == [None] * len(out[C.FAILED_REASON]), out[C.FAILED_DETAIL]
+    for text in out[C.CAPTION]:
+        cap = json.loads(text)
+        assert cap["instruction"] and cap["edit_type"] in EDIT_TYPES and cap["objects"] == []
 
 
 def test_vllm_server_backend_against_vllm_serve(server, model_dir):
     stage = CaptionStage(CaptionConfig(
         backend="vllm-server", model=model_dir, endpoints=[server], max_image_side_px=112, max_text_chars=12,
-        max_objects=1, max_new_tokens=160, max_retries=1))
+        max_objects=0, max_new_tokens=160, max_retries=1))
     rows = batch(3)
     out = stage(rows)
-    assert_captions_or_validator_failures(out)
-    prov = json.loads(out[C.provenance_column("caption")][out[C.FAILED_REASON].index(None)])
+    assert_all_captions_valid(out)
+    prov = json.loads(out[C.provenance_column("caption")][0])
     assert prov["model_id"] == model_dir and prov["revision"].startswith("sha256:")
     for i in range(3):
         single = stage({k: [v[i]] for k, v in rows.items()})
@@ -108,8 +107,8 @@ def test_vllm_engine_backend_in_the_vllm_venv(vllm_python, model_dir):
     assert proc.returncode == 0 and lines, proc.stderr[-3000:]
     result = json.loads(lines[-1][len("RESULT "):])
     out = result["batch"]
-    assert_captions_or_validator_failures(out)
-    prov = json.loads(out[C.provenance_column("caption")][out[C.FAILED_REASON].index(None)])
+    assert_all_captions_valid(out)
+    prov = json.loads(out[C.provenance_column("caption")][0])
     assert prov["params"]["backend"] == "vllm-engine" and prov["model_id"] == model_dir
     for i, single in enumerate(result["singles"]):
         assert (single[C.CAPTION][0], single[C.FAILED_REASON][0]) == (out[C.CAPTION][i], out[C.FAILED_REASON][i])

@@ -11,10 +11,10 @@ from stages.caption import CaptionConfig, CaptionStage
 
 if __name__ == "__main__":
     cfg = CaptionConfig(backend="vllm-engine", model=sys.argv[1], device="cpu", dtype="float32",
-                        max_image_side_px=112, max_text_chars=12, max_objects=1, max_new_tokens=160, max_retries=1,
+                        max_image_side_px=112, max_text_chars=12, max_objects=0, max_new_tokens=160, max_retries=1,
                         engine_args={"max_model_len": 4096, "limit_mm_per_prompt": {"image": 2, "video": 0}})
     stage = CaptionStage(cfg)
     rows = batch(3)
     out = stage(rows)
     singles = [stage({k: [v[i]] for k, v in rows.items()}) for i in range(3)]
-    print("RESULT " + json.dumps({"batch": out, "singles": singles}, default=lambda b: None))
+    print("RESULT " + json.dumps({"batch": out, "singles": singles}, default=lambda b: None), flush=True)
