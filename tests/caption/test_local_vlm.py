@@ -47,7 +47,6 @@ def test_provenance_names_the_loaded_weights(batch_out, model_dir):
     assert prov["params"]["backend"] == "transformers" and prov["params"]["max_new_tokens"] == 160
 
 
-@pytest.mark.slow
 def test_batch_of_n_equals_n_single_calls(stage, batch_out):
     rows = batch(4)
     for i in range(4):
@@ -69,7 +68,6 @@ def test_a_model_that_is_not_a_qwen_vlm_is_a_user_error(tmp_path):
         CaptionStage(CaptionConfig(backend="transformers", model=str(tmp_path), device="cpu"))
 
 
-@pytest.mark.slow
 def test_sampled_retries_do_not_depend_on_batch_mates(stage):
     rows = batch(3, seed=1)
     requests = [stage._job({k: v[i] for k, v in rows.items()}).request for i in range(3)]
