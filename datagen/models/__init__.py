@@ -1,0 +1,1 @@
+"""Tiny random models built from configs, for tests and the CPU demo (no weights can be downloaded)."""

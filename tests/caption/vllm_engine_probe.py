@@ -1,0 +1,20 @@
+"""Run the caption stage's vllm-engine backend on a model dir; prints one JSON line of results.
+
+Runs in the vLLM venv (tests/caption/test_vllm_cpu.py starts it there); the `__main__`
+guard is needed because vLLM's engine starts worker processes.
+"""
+import json
+import sys
+
+from tests.caption.frames import batch
+from stages.caption import CaptionConfig, CaptionStage
+
+if __name__ == "__main__":
+    cfg = CaptionConfig(backend="vllm-engine", model=sys.argv[1], device="cpu", dtype="float32",
+                        max_image_side_px=112, max_text_chars=12, max_objects=0, max_new_tokens=160, max_retries=1,
+                        engine_args={"max_model_len": 4096, "limit_mm_per_prompt": {"image": 2, "video": 0}})
+    stage = CaptionStage(cfg)
+    rows = batch(3)
+    out = stage(rows)
+    singles = [stage({k: [v[i]] for k, v in rows.items()}) for i in range(3)]
+    print("RESULT " + json.dumps({"batch": out, "singles": singles}, default=lambda b: None), flush=True)
