@@ -42,7 +42,7 @@ class TransformersVLM:
         self.image_token = self.tokenizer.convert_ids_to_tokens(config.image_token_id)
         self.merge = self.image_processor.merge_size
         self.model_id = model
-        self.revision = revision or getattr(config, "_commit_hash", None) or weights_revision(model)
+        self.revision = weights_revision(model, revision, self.model)
         vocab_size = self.model.get_output_embeddings().weight.shape[0]  # may exceed len(tokenizer) (padding)
         info = xgr.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=vocab_size)
         self._compiler = xgr.GrammarCompiler(info)

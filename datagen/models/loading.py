@@ -2,16 +2,14 @@
 
 Stages call `load_pretrained` in their constructor (once per Ray actor), so a user's hub
 id and a test's `save_pretrained` directory take the same code path. `weights_revision`
-gives the provenance revision: the hub commit when known, else a hash of the weight files.
+(datagen.models.provenance) names what was loaded.
 """
 from __future__ import annotations
-
-import hashlib
-from pathlib import Path
 
 import torch
 
 from datagen import UserError
+from datagen.models.provenance import weights_revision
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -55,16 +53,3 @@ def load_for_stage(model_cls, config, stage: str):
     model = load_pretrained(model_cls, config.model, config.revision, f"{stage}.model", device, dtype)
     return model, device, dtype, weights_revision(config.model, config.revision, model)
 
-
-def weights_revision(model: str, revision: str, loaded) -> str:
-    """Hub commit of what was loaded, or `sha256:` of a local directory's weight files."""
-    path = Path(model)
-    if path.is_dir():
-        digest = hashlib.sha256()
-        for f in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
-            digest.update(f.name.encode())
-            with f.open("rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 24), b""):
-                    digest.update(chunk)
-        return "sha256:" + digest.hexdigest()[:16]
-    return getattr(loaded.config, "_commit_hash", None) or revision

@@ -6,30 +6,31 @@ import os
 from pathlib import Path
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
-_EDGE_BYTES = 1 << 20  # hash head and tail of each file: exact for small files, ~ms for a 15 GB checkpoint
 
 
-def weights_revision(model: str, revision: str = "") -> str:
-    """`revision` if given; for a local dir a content fingerprint; for a hub id the cached commit."""
-    if revision:
-        return revision
+def weights_revision(model: str, revision: str = "", loaded=None) -> str:
+    """What `revision` a label's provenance records for the weights a stage loaded.
+
+    A local directory: a hash of its weight files' contents (a fine-tune saved over the
+    same path changes it). A hub id: the commit the loaded model came from, else the
+    requested revision, else the commit the local cache resolves to.
+    """
     path = Path(model)
     if path.is_dir():
         return "sha256:" + weights_fingerprint(path)
-    return _hub_cache_commit(model) or "unknown"
+    commit = getattr(getattr(loaded, "config", None), "_commit_hash", None)
+    return commit or revision or _hub_cache_commit(model) or "unknown"
 
 
 def weights_fingerprint(directory: Path) -> str:
-    """sha256 over each weight file's name, size, first and last MiB (whole file when small)."""
+    """sha256 over every weight file's name and full contents: once per actor start, a
+    few seconds for a multi-GB checkpoint; a partial hash could miss a merged fine-tune."""
     h = hashlib.sha256()
     for f in sorted(p for p in directory.rglob("*") if p.suffix in WEIGHT_SUFFIXES and p.is_file()):
-        size = f.stat().st_size
-        h.update(f"{f.relative_to(directory)}:{size}".encode())
+        h.update(f"{f.relative_to(directory)}:{f.stat().st_size}".encode())
         with f.open("rb") as fh:
-            h.update(fh.read(_EDGE_BYTES))
-            if size > 2 * _EDGE_BYTES:
-                fh.seek(-_EDGE_BYTES, os.SEEK_END)
-            h.update(fh.read(_EDGE_BYTES))
+            for chunk in iter(lambda: fh.read(1 << 24), b""):
+                h.update(chunk)
     return h.hexdigest()[:16]
 
 

@@ -148,7 +148,9 @@ def init_ray(cfg: PipelineConfig) -> None:
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
     if not address:
         kwargs.update(num_cpus=cfg.ray.num_cpus, object_store_memory=cfg.ray.object_store_memory_bytes)
-    ray.init(address=address, **{k: v for k, v in kwargs.items() if v is not None})
+    # "local" starts a fresh instance: a bare ray.init() would join any cluster this machine
+    # ran before (even a dead one), which is never what a run without an address wants.
+    ray.init(address=address or "local", **{k: v for k, v in kwargs.items() if v is not None})
     need_gpu = any(getattr(cfg, s).resources.num_gpus for s in cfg.labels)
     if need_gpu and not ray.cluster_resources().get("GPU"):
         raise UserError("the config asks for GPUs (resources.num_gpus) but the Ray cluster has none; "
