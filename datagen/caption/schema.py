@@ -45,6 +45,21 @@ def caption_schema(width_px: int, height_px: int, max_text_chars: int = 300, max
     }
 
 
+_CHAR = "[ !#-\\[\\]-~]"  # printable ASCII without quote and backslash
+XGRAMMAR_MAX_REPEAT = 128
+
+
+def bounded_chars(lo: int, hi: int) -> str:
+    """A regex for lo..hi of _CHAR, with no repetition bound above XGRAMMAR_MAX_REPEAT."""
+    parts, need, left = [], lo, hi
+    while left > 0 or need > 0:
+        n = min(left, XGRAMMAR_MAX_REPEAT)
+        m = min(need, n)
+        parts.append(f"{_CHAR}{{{m},{n}}}")
+        left, need = left - n, need - m
+    return "".join(parts) or f"{_CHAR}{{0,0}}"
+
+
 def grammar_schema(schema: dict[str, Any]) -> dict[str, Any]:
     """`schema` made safe for xgrammar-backed decoding (local grammar and vLLM's guided JSON).
 
@@ -52,6 +67,8 @@ def grammar_schema(schema: dict[str, Any]) -> dict[str, Any]:
     (the output then fails `json.loads`); a `pattern` with the same bounds over printable
     ASCII without quote and backslash keeps strings valid (non-ASCII bytes let a model
     emit broken UTF-8). The validator still checks against the original schema.
+    xgrammar 0.2.8 also aborts on a repetition bound above 128 ("per_rule_fsm_hashes"
+    check), so longer bounds are written as a run of chunks of at most 128: same language.
     """
     out = copy.deepcopy(schema)
 
@@ -59,7 +76,7 @@ def grammar_schema(schema: dict[str, Any]) -> dict[str, Any]:
         if isinstance(node, dict):
             if node.get("type") == "string" and "maxLength" in node:
                 lo, hi = node.pop("minLength", 0), node.pop("maxLength")
-                node["pattern"] = f"^[ !#-\\[\\]-~]{{{lo},{hi}}}$"
+                node["pattern"] = "^" + bounded_chars(lo, hi) + "$"
             for v in node.values():
                 fix(v)
         elif isinstance(node, list):

@@ -52,9 +52,11 @@ def demo_config(profile: str = "cpu", say: Callable[[str], None] = print) -> Pip
         if stage in cfg.labels and not model_available(section.model):
             say(f"{stage}: {section.model} is not available offline; using a tiny random {kind} (smoke dataset)")
             section.model = tiny_model(kind, build)
-            if stage == "caption":
-                section.box_units = "pixels"
-                section.max_new_tokens = 160
+            if stage == "caption":  # a random VLM fills every string to its bound and draws
+                section.box_units = "pixels"  # inverted boxes: short strings, no objects (SAM2 then
+                section.max_text_chars = 24  # falls back to its point grid), room for the JSON
+                section.max_objects = 0
+                section.max_new_tokens = 256
             cfg.smoke = True
     return cfg
 

@@ -151,10 +151,28 @@ def init_ray(cfg: PipelineConfig) -> None:
     # "local" starts a fresh instance: a bare ray.init() would join any cluster this machine
     # ran before (even a dead one), which is never what a run without an address wants.
     ray.init(address=address or "local", **{k: v for k, v in kwargs.items() if v is not None})
-    need_gpu = any(getattr(cfg, s).resources.num_gpus for s in cfg.labels)
-    if need_gpu and not ray.cluster_resources().get("GPU"):
-        raise UserError("the config asks for GPUs (resources.num_gpus) but the Ray cluster has none; "
-                        "use a CPU profile (e.g. --config cpu) or set <stage>.resources.num_gpus: 0")
+    check_actor_resources(cfg, ray.cluster_resources(), local=not address)
+
+
+def check_actor_resources(cfg: PipelineConfig, cluster: dict[str, float], local: bool) -> None:
+    """Model stages hold their actors for the whole run: if the actors alone fill the
+    cluster, the CPU stages never get a slot and the run waits forever. Refuse that on a
+    fixed local machine; an autoscaling cluster may still grow, so there it only warns."""
+    for unit in ("CPU", "GPU"):
+        key = "num_cpus" if unit == "CPU" else "num_gpus"
+        need = sum(getattr(getattr(cfg, s).resources, key) * getattr(cfg, s).resources.concurrency for s in cfg.labels)
+        have = float(cluster.get(unit, 0.0))
+        stuck = need > have if unit == "GPU" else need >= have
+        if need and stuck:
+            msg = (f"the model stages' actors need {need:g} {unit} ({', '.join(cfg.labels)}: resources.{key} x "
+                   f"concurrency) but the Ray cluster has {have:g}{', leaving none for the CPU stages' if unit == 'CPU' else ''}; "
+                   f"lower <stage>.resources.{key} or concurrency (e.g. --set depth.resources.{key}=0.25)"
+                   + (" or use a CPU profile (--config cpu)" if unit == "GPU" else ""))
+            if local:
+                raise UserError(msg)
+            import warnings
+
+            warnings.warn(msg + " (waiting for the cluster to scale up)", stacklevel=2)
 
 
 def check_run_config(loc: Location, cfg: PipelineConfig) -> tuple[dict, bool]:

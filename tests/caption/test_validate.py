@@ -70,3 +70,22 @@ def test_grammar_schema_swaps_max_length_for_a_pattern_with_the_same_bounds():
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate({"s": bad}, text)
     assert list(safe["properties"]) == ["caption_a", "caption_b", "differences", "instruction", "edit_type", "objects"]
+
+
+def test_default_bounds_compile_in_xgrammar():
+    """xgrammar 0.2.8 aborts on repetition bounds above 128; the default 300-char captions
+    must still compile (regression: every caption failed with backend_error)."""
+    import json as _json
+    import re
+
+    import xgrammar as xgr
+
+    from datagen.caption.schema import bounded_chars, caption_schema, grammar_schema
+    from datagen.models.tiny_vlm import build_tokenizer
+
+    tok = build_tokenizer()
+    compiler = xgr.GrammarCompiler(xgr.TokenizerInfo.from_huggingface(tok, vocab_size=len(tok)))
+    compiler.compile_json_schema(_json.dumps(grammar_schema(caption_schema(640, 480))), any_whitespace=False)
+    for lo, hi in [(0, 12), (1, 300), (130, 300)]:
+        pattern = re.compile(f"^{bounded_chars(lo, hi)}$")
+        assert all(bool(pattern.match("a" * k)) == (lo <= k <= hi) for k in range(0, 400))

@@ -29,7 +29,7 @@ def test_hf_datasets_loads_one_task_directory(dataset, task_name):
 def test_ray_data_reads_shards(dataset):
     ray = pytest.importorskip("ray")
     root, samples = dataset
-    ray.init(num_cpus=1, include_dashboard=False, ignore_reinit_error=True)
+    ray.init(address="local", num_cpus=1, include_dashboard=False, ignore_reinit_error=True)
     try:
         ds = ray.data.read_webdataset(str(root / "shards"), decoder=None)
         keys = sorted(r["__key__"] for r in ds.iter_rows())
