@@ -112,8 +112,8 @@ class SegmentStage(Stage):
         ids, names, logits_a, iou = self._masks_on_a(per_frame[0], objects, h, w)
         masks_a = (pre.upsample_logits(logits_a, h, w) > 0).cpu().numpy()
         keep = [k for k in range(len(ids)) if masks_a[k].sum() >= self.config.min_area_frac * h * w]
-        if not keep:
-            fail(row, self.name, "no_objects", f"no mask on frame A passed the filters ({len(ids)} prompts)")
+        if not keep:  # not a failure: the pair still serves every task that needs no object
+            row.update({SEGMENTS: "[]", MASKS_A: [], MASKS_B: [], provenance_column(self.name): self.provenance})
             return
         session = Sam2VideoInferenceSession(video=pixels, video_height=h, video_width=w, inference_device=self.device,
                                             inference_state_device=self.device, video_storage_device=self.device,

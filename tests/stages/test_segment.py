@@ -63,10 +63,13 @@ def test_grid_fallback_without_caption_objects(stage):
         assert scores == sorted(scores, reverse=True)  # best predicted IoU first
 
 
-def test_grid_fallback_quality_filter_can_reject_everything(tiny_sam2_dir):
+def test_no_object_passing_the_filters_is_an_empty_list_not_a_failure(tiny_sam2_dir):
+    """The pair still serves the tasks that need no object; assemble skips the others."""
     strict = SegmentStage(SegmentConfig(model=tiny_sam2_dir, min_pred_iou=1.01, grid_points_per_side=2))
     out = strict(batch([pair_row(caption=None)]))
-    assert out[FAILED_STAGE] == ["segment"] and out[FAILED_REASON] == ["no_objects"]
+    assert out[FAILED_STAGE] == [None]
+    assert json.loads(out[SEGMENTS][0]) == [] and out[MASKS_A] == [[]] and out[MASKS_B] == [[]]
+    assert out["provenance_segment"][0]
 
 
 def test_bad_rows_are_marked_not_raised(stage):
