@@ -18,7 +18,11 @@ CAMERA_PHRASES = {
     "zoom_out": "the camera zooms out",
     "rotate": "the camera rotates",
     "handheld": "the camera shakes",
+    "complex": "the camera moves irregularly",  # no single camera model fits the flow
 }
+# Share of the frame moving against the camera model above which "objects move" is said;
+# the pairs stage's own threshold for a pair that is not static (pairing.min_object_area).
+OBJECT_MOTION_AREA = 0.01
 
 FIXED_BASE = {
     "depth_estimation": "estimate the depth map of this image",
@@ -59,7 +63,7 @@ def motion_clauses(facts: dict[str, Any], n_objects_moving: int | None) -> list[
         out.append(CAMERA_PHRASES[cam])
     if n_objects_moving:
         out.append("one tracked object moves" if n_objects_moving == 1 else f"{n_objects_moving} tracked objects move")
-    elif facts.get("object_motion") is True:
+    elif facts.get("object_motion_area", 0.0) >= OBJECT_MOTION_AREA:
         out.append("objects move")
     return out
 

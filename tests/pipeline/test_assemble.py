@@ -93,3 +93,14 @@ def test_failed_rows_pass_through_untouched():
 def test_bad_task_name_is_a_user_error():
     with pytest.raises(UserError, match="unknown task 'edit'"):
         AssembleConfig(tasks={"edit": 1.0})
+
+
+def test_context_uses_pair_facts_from_the_pairs_stage():
+    from datagen.prompts import context_prompt
+
+    facts = {"gap_s": 2.04, "camera_motion": "pan_left", "object_motion_area": 0.12}
+    assert context_prompt("instruction_edit", facts) == (
+        "real video frames; the canvas is the earlier frame; the target is the same shot 2.0 s later; "
+        "the camera pans left; objects move")
+    still = {"gap_s": 1.0, "camera_motion": "static", "object_motion_area": 0.001}
+    assert context_prompt("instruction_edit", still).endswith("1.0 s later; the camera is still")
