@@ -9,7 +9,9 @@ from typing import Any, Iterable
 from ray.data import Datasink
 from ray.data.block import BlockAccessor
 
-from datagen.io.shards import DatasetWriter, ShardLimits
+import pyarrow.parquet as pq
+
+from datagen.io.shards import MANIFEST_DIR, DatasetWriter, ShardLimits
 from datagen.io.storage import Location
 from datagen.pipeline.progress import write_progress
 from schemas import columns as C
@@ -61,6 +63,15 @@ def write_rows(loc: Location, rows: Iterable[dict[str, Any]], *, prefix: str, li
     return dict(counts)
 
 
+def committed_by_prefix(loc: Location, prefix: str) -> frozenset[str]:
+    """Keys an earlier attempt of this very write task committed. Ray re-runs a write task
+    from the start when its node dies; its task index, hence its prefix, stays the same."""
+    parts = loc.glob(f"{MANIFEST_DIR}/*-{prefix}*.parquet")
+    if not parts:
+        return frozenset()
+    return frozenset(k for p in parts for k in pq.read_table(loc.open(p), columns=["key"]).column("key").to_pylist())
+
+
 class DatasetSink(Datasink):
     """Ray Data sink: each write task writes its own shards under a unique prefix."""
 
@@ -77,9 +88,10 @@ class DatasetSink(Datasink):
 
     def write(self, blocks, ctx) -> dict[str, Any]:
         loc = Location.parse(self.url)
+        prefix = f"{self.attempt}-{ctx.task_idx:05d}-"
         rows = (r for b in blocks for r in BlockAccessor.for_block(b).to_arrow().to_pylist())
-        return write_rows(loc, rows, prefix=f"{self.attempt}-{ctx.task_idx:05d}-", limits=self.limits,
-                          skip_keys=self.skip_keys)
+        return write_rows(loc, rows, prefix=prefix, limits=self.limits,
+                          skip_keys=self.skip_keys | committed_by_prefix(loc, prefix))
 
     def on_write_complete(self, write_result) -> None:
         for r in write_result.write_returns:

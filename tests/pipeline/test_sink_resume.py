@@ -79,3 +79,26 @@ def test_video_failure_marks_video_done_by_uri(tmp_path):
     state = ResumeState.load(loc)
     assert state.is_video_done(None, "file:///v/zero.mp4") and not state.is_video_done(None, "file:///v/ok.mp4")
     assert P.read_progress(loc).num_rows == 1
+
+
+def test_retried_write_task_skips_what_its_first_attempt_committed(tmp_path, monkeypatch):
+    """Ray re-runs a write task from scratch when its node dies; same task index, same prefix."""
+    from types import SimpleNamespace
+
+    import pyarrow as pa
+
+    from datagen.pipeline.sink import DatasetSink
+
+    loc = Location.parse(str(tmp_path))
+    rows = assembled(range(2))
+    sink = DatasetSink(str(tmp_path), ShardLimits(max_samples=4), frozenset(), 10, attempt="001a")
+    block = pa.Table.from_pylist(rows)
+    monkeypatch.setattr("datagen.pipeline.sink.write_progress",
+                        lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt("node died")))
+    with pytest.raises(KeyboardInterrupt):
+        sink.write([block], SimpleNamespace(task_idx=7))
+    monkeypatch.undo()
+    counts = sink.write([block], SimpleNamespace(task_idx=7))  # the retry
+    assert counts.get("samples", 0) == 0 and counts["skipped_committed"] == 18
+    keys = read_manifest(loc).column("key").to_pylist()
+    assert len(keys) == len(set(keys)) == 18
