@@ -38,7 +38,10 @@ def tiny_config_dict(models: dict[str, str], **sections) -> dict:
     cfg["pairs"]["pairing"].update(max_pairs_per_video=3)
     cfg["ray"].update(num_cpus=2)
     for name, values in sections.items():
-        cfg[name].update(values)
+        if isinstance(cfg[name], dict):
+            cfg[name].update(values)
+        else:
+            cfg[name] = values
     return cfg
 
 
