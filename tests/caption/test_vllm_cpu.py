@@ -19,7 +19,7 @@ from schemas import columns as C
 from stages.caption import CaptionConfig, CaptionStage
 from tests.caption.frames import batch
 
-pytestmark = [pytest.mark.manual, pytest.mark.slow]
+pytestmark = pytest.mark.slow  # runs when .venv-vllm exists (.ci/run creates it)
 REPO = Path(__file__).resolve().parents[2]
 VENV = Path(os.environ.get("DATAGEN_VLLM_VENV", REPO / ".venv-vllm"))
 START_TIMEOUT_S = 900
