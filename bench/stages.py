@@ -73,7 +73,23 @@ def edges_bench(size: str, device: str, model_dir: Path):
     return EdgesStage, EdgesConfig()
 
 
-BENCHES: dict[str, Callable] = {"segment": segment_bench, "depth": depth_bench, "edges": edges_bench}
+def caption_bench(size: str, device: str, model_dir: Path):
+    """The transformers backend on a tiny random Qwen2-VL (a 7B-shaped random VLM is no
+    benchmark of anything on CPU; on GPU point `caption.model` at real weights instead)."""
+    from datagen.models.tiny_vlm import build_tiny_vlm
+    from stages.base import Resources
+    from stages.caption import CaptionConfig, CaptionStage
+
+    path = model_dir / "tiny-vlm"
+    if not path.exists():
+        build_tiny_vlm(path)
+    return CaptionStage, CaptionConfig(backend="transformers", model=str(path), device=device, box_units="pixels",
+                                       max_image_side_px=112, max_text_chars=12, max_objects=0, max_new_tokens=160,
+                                       resources=Resources(num_gpus=0, batch_size=4))
+
+
+BENCHES: dict[str, Callable] = {"segment": segment_bench, "depth": depth_bench, "edges": edges_bench,
+                                "caption": caption_bench}
 
 
 def timed(stage_cls):
