@@ -127,15 +127,15 @@ def build_dataset(cfg: PipelineConfig, sources: list[dict], state: ResumeState):
         res = section.resources
         extra = {"resume": state, "registry": registry} if stage_cls is IngestStage else {"resume": state}
         ds = ds.map_batches(_cpu_stage, fn_kwargs={"stage_cls": stage_cls, "config": section, **extra},
-                            concurrency=res.concurrency, **_map_kwargs(res))
+                            compute=ray.data.TaskPoolStrategy(size=res.concurrency), **_map_kwargs(res))
     for name in cfg.labels:
         section = getattr(cfg, name)
         res = section.resources
         ds = ds.map_batches(MODEL_STAGES[name], fn_constructor_kwargs={"config": section},
-                            concurrency=res.concurrency, **_map_kwargs(res))
+                            compute=ray.data.ActorPoolStrategy(size=res.concurrency), **_map_kwargs(res))
     res = cfg.assemble.resources
     ds = ds.map_batches(_cpu_stage, fn_kwargs={"stage_cls": AssembleStage, "config": cfg.assemble},
-                        concurrency=res.concurrency, **_map_kwargs(res))
+                        compute=ray.data.TaskPoolStrategy(size=res.concurrency), **_map_kwargs(res))
     return ds
 
 
