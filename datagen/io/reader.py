@@ -57,9 +57,30 @@ def tar_members(sources: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
                     yield {"fname": info.name, "data": tar.extractfile(info).read(), "__url__": url}
 
 
+def group_members(members: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """webdataset pipeline stage: member dicts -> sample dicts (`__key__`, `__url__`, `json`, ...).
+
+    The shard writer stores a sample's members next to each other, so consecutive members
+    with the same key form a sample: a plain split at the first "." (key parts never
+    hold one) instead of webdataset's per-member regex in `group_by_keys`.
+    """
+    sample: dict[str, Any] | None = None
+    for m in members:
+        key, ext = m["fname"].split(".", 1)
+        if sample is None or sample["__key__"] != key or sample["__url__"] != m["__url__"]:
+            if sample is not None:
+                yield sample
+            sample = {"__key__": key, "__url__": m["__url__"]}
+        if ext in sample:
+            raise ValueError(f"{m['__url__']}: member {m['fname']} appears twice in sample {key}")
+        sample[ext] = m["data"]
+    if sample is not None:
+        yield sample
+
+
 def raw_samples(urls: list[str]) -> wds.DataPipeline:
-    """webdataset's raw sample dicts (`__key__`, `json`, `in0.jpg`, ...) of the given shards, in order."""
-    return wds.DataPipeline(wds.SimpleShardList(urls), tar_members, wds.tariterators.group_by_keys)
+    """Raw sample dicts (`__key__`, `json`, `in0.jpg`, ...) of the given shards, in order."""
+    return wds.DataPipeline(wds.SimpleShardList(urls), tar_members, group_members)
 
 
 def iter_samples(dataset: str | Location, tasks: Iterable[int | str] | None = None) -> Iterator[Sample]:
