@@ -46,7 +46,7 @@ def _build_stage(name: str, cfg: PipelineConfig):
         return DepthStage(dataclasses.replace(cfg.depth, frames=["a"]))
     from stages.edges import EdgesStage
 
-    return EdgesStage(dataclasses.replace(cfg.edges, frames=["a"]) if hasattr(cfg.edges, "frames") else cfg.edges)
+    return EdgesStage(dataclasses.replace(cfg.edges, frames=["a"]))
 
 
 def _members(sample: Sample, where: str) -> tuple[str, Any]:
