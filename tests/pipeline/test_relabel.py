@@ -62,3 +62,21 @@ def test_relabel_depth_changes_only_depth(tmp_path, tiny_models, reference_run):
     # resumable: a rerun on a finished output does nothing but skip
     rerun = relabel(str(src), str(out), ["depth"], cfg)
     assert rerun.shards_skipped_done == summary.shards_copied + summary.shards_relabelled
+
+
+def test_relabel_edges_with_new_thresholds(tmp_path, tiny_models, reference_run):
+    src, _ = reference_run
+    cfg = from_dict(PipelineConfig, tiny_config_dict(tiny_models, edges={"sigma": 0.9}))
+    out = tmp_path / "edges-v2"
+    summary = relabel(str(src), str(out), ["edges"], cfg)
+    assert validate(str(out)).ok
+    before = {s.key: s for s in iter_samples(str(src), tasks=["edge_to_image", "edge_detection"])}
+    after = {s.key: s for s in iter_samples(str(out), tasks=["edge_to_image", "edge_detection"])}
+    member = {"edge_to_image": "in0.png", "edge_detection": "target.png"}
+    changed = 0
+    for key, new in after.items():
+        m = member[new.record.task]
+        changed += new.media[m] != before[key].media[m]
+        assert new.record.labels["edges"].params["sigma"] == 0.9
+        assert {k: v for k, v in new.media.items() if k != m} == {k: v for k, v in before[key].media.items() if k != m}
+    assert changed > 0 and summary.samples_changed["edges"] == len(after)
