@@ -55,7 +55,8 @@ def compute_stats(loc: Location, stage_counts: dict[str, dict[str, Any]] | None 
 
 
 def write_stats(loc: Location, stats: dict[str, Any]) -> None:
-    loc.write_bytes(STATS_FILE, (json.dumps(stats, indent=2, sort_keys=True) + "\n").encode())
+    # insertion order kept: stages are listed in pipeline order
+    loc.write_bytes(STATS_FILE, (json.dumps(stats, indent=2) + "\n").encode())
 
 
 def read_stats(loc: Location) -> dict[str, Any] | None:

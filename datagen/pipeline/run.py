@@ -37,7 +37,6 @@ from stages.shots import ShotsStage
 
 MODEL_STAGES = {"caption": CaptionStage, "segment": SegmentStage, "depth": DepthStage, "edges": EdgesStage}
 RUN_FILE, CONFIG_FILE = "run.json", "config.yaml"
-STAGE_ORDER = ("ingest", "shots", "pairs", "caption", "segment", "depth", "edges", "assemble")
 
 
 @dataclass
@@ -191,20 +190,19 @@ def check_run_config(loc: Location, cfg: PipelineConfig) -> tuple[dict, bool]:
     return run, resumed
 
 
-def stage_yields(loc: Location, videos_in: int) -> dict[str, dict[str, Any]]:
+def stage_yields(loc: Location, videos_in: int, labels: list[str]) -> dict[str, dict[str, Any]]:
     """Rows in/out per stage, derived from the progress and failures tables (survives resumes)."""
     progress = read_progress(loc).select(["pair_key"]).to_pydict()["pair_key"]
     failures = Counter(read_failures(loc).select(["stage"]).to_pydict()["stage"])
     pairs = sum(1 for k in progress if k)
-    out: dict[str, dict[str, Any]] = {}
     videos_failed = sum(failures[s] for s in ("ingest", "shots", "pairs"))
-    out["ingest+shots+pairs"] = {"in": videos_in, "out": videos_in - videos_failed, "unit": "videos -> pairs",
-                                 "pairs": pairs}
+    out: dict[str, dict[str, Any]] = {
+        "ingest+shots+pairs": {"in": videos_in, "out": videos_in - videos_failed, "pairs": pairs}}
     n = pairs
-    for s in ("caption", "segment", "depth", "edges", "assemble"):
-        if failures[s] or s in ("caption", "depth", "edges", "segment"):
-            out[s] = {"in": n, "out": n - failures[s]}
-            n -= failures[s]
+    for stage in labels:
+        out[stage] = {"in": n, "out": n - failures[stage]}
+        n -= failures[stage]
+    out["assemble"] = {"in": n}  # pairs in; its drops are per sample (failures table), its output is samples
     return out
 
 
@@ -227,7 +225,7 @@ def run_pipeline(cfg: PipelineConfig, inputs: list[str], output: str, *, console
     sink = DatasetSink(output, cfg.write.limits, frozenset(state.committed_keys), cfg.write.min_rows_per_write,
                        attempt=f"{run['attempts']:03d}{uuid.uuid4().hex[:4]}")
     ds.write_datasink(sink)
-    stats = compute_stats(loc, stage_yields(loc, len(sources)),
+    stats = compute_stats(loc, stage_yields(loc, len(sources), cfg.labels),
                           {"smoke": cfg.smoke, "config_fingerprint": run["fingerprint"], "attempts": run["attempts"]})
     write_stats(loc, stats)
     return RunSummary(loc.url, stats, time.time() - t0, resumed)
