@@ -6,12 +6,12 @@ import numpy as np
 NEUTRAL_GRAY = 127  # UniReal-style neutral background: carries no colour cue
 
 
-def mask_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
-    """Tight (x0, y0, x1, y1) box of a binary mask, x1/y1 exclusive; None when empty."""
+def mask_box(mask: np.ndarray) -> list[int] | None:
+    """Tight x0,y0,x1,y1 box (x1/y1 exclusive, pixels) of a binary mask; None when empty."""
     ys, xs = np.nonzero(mask)
     if len(xs) == 0:
         return None
-    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+    return [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
 
 
 def cut_out(image: np.ndarray, mask: np.ndarray, pad_frac: float = 0.08) -> np.ndarray | None:

@@ -50,10 +50,15 @@ def num_rows(batch: Mapping[str, Any]) -> int:
     return len(next(iter(batch.values()))) if batch else 0
 
 
+def is_failure_mark(value: Any) -> bool:
+    """A failed_stage value marks a failure only when it is a stage name: Ray Data hands an
+    all-None column back as float NaN, which must read as healthy."""
+    return isinstance(value, str)
+
+
 def is_failed(batch: Mapping[str, Any], i: int) -> bool:
-    # A stage name is a str; Ray Data turns an all-None column into a float NaN array.
     col = batch.get(FAILED_STAGE)
-    return col is not None and isinstance(col[i], str)
+    return col is not None and is_failure_mark(col[i])
 
 
 def ensure_failure_columns(batch: dict[str, Any]) -> dict[str, Any]:

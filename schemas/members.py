@@ -27,11 +27,23 @@ def safe_id(raw: str) -> str:
     return f"{stem}_{digest}"
 
 
+def pair_key(video_id: str, shot: int, pair: int) -> str:
+    """`{video_id}/{shot}/{pair}` mapped to a WebDataset-safe key: what resume tracks."""
+    if min(shot, pair) < 0:
+        raise ValueError(f"negative index in key: shot={shot} pair={pair}")
+    return f"{safe_id(video_id)}_s{int(shot):04d}_p{int(pair):04d}"
+
+
 def sample_key(video_id: str, shot: int, pair: int, task_id: int) -> str:
     """`{video_id}/{shot}/{pair}/{task}` mapped to a WebDataset-safe key."""
-    if min(shot, pair, task_id) < 0:
-        raise ValueError(f"negative index in key: shot={shot} pair={pair} task={task_id}")
-    return f"{safe_id(video_id)}_s{shot:04d}_p{pair:04d}_t{task_id:02d}"
+    if task_id < 0:
+        raise ValueError(f"negative task id in key: {task_id}")
+    return f"{pair_key(video_id, shot, pair)}_t{task_id:02d}"
+
+
+def pair_of(key: str) -> str:
+    """The pair key a sample key belongs to."""
+    return key.rsplit("_t", 1)[0]
 
 
 def input_member(index: int, kind: ImageKind, rgb_ext: str = "jpg") -> str:

@@ -19,7 +19,7 @@ from datagen.cutouts import cut_out, remove_region
 from datagen.media import decode_image, encode_image
 from datagen.prompts import base_prompt, context_prompt
 from schemas import columns as C
-from schemas.members import input_member, sample_key, target_member
+from schemas.members import input_member, pair_key, sample_key, target_member
 from schemas.sample import ImageRef, Prompt, Provenance, SampleRecord, Source
 from schemas.tasks import TASK_BY_NAME, TASKS, ImageKind, Role, input_slots
 from stages.base import Resources, Stage
@@ -54,10 +54,6 @@ class AssembleConfig:
             raise UserError("config assemble.assets_per_sample must be >= 1")
 
 
-def pair_key(row: dict[str, Any]) -> str:
-    return f"{row[C.VIDEO_ID]}_s{row[C.SHOT]:04d}_p{row[C.PAIR]:04d}"
-
-
 def _chosen(key: str, ratio: float) -> bool:
     if ratio >= 1.0:
         return True
@@ -82,7 +78,7 @@ class AssembleStage(Stage):
         return out
 
     def assemble_pair(self, row: dict[str, Any]) -> list[dict[str, Any]]:
-        pk = pair_key(row)
+        pk = pair_key(row[C.VIDEO_ID], row[C.SHOT], row[C.PAIR])
         base = {C.VIDEO_URI: row[C.VIDEO_URI], C.VIDEO_ID: row[C.VIDEO_ID], "pair_key": pk,
                 "pairs_in_video": row.get("pairs_in_video")}
         ctx = _PairContext(row, self.config)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping
 
-from schemas.columns import FAILED_STAGE, FAILURE_COLUMNS, batch_to_rows, rows_to_batch
+from schemas.columns import FAILED_STAGE, FAILURE_COLUMNS, batch_to_rows, is_failure_mark, rows_to_batch
 
 
 @dataclass
@@ -38,8 +38,8 @@ class Stage:
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, list]:
         """One batch (dict of columns or pyarrow.Table) in, a dict of columns out."""
         rows = batch_to_rows(batch)
-        failed = [r for r in rows if _marked(r.get(FAILED_STAGE))]
-        healthy = [r for r in rows if not _marked(r.get(FAILED_STAGE))]
+        failed = [r for r in rows if is_failure_mark(r.get(FAILED_STAGE))]
+        healthy = [r for r in rows if not is_failure_mark(r.get(FAILED_STAGE))]
         for r in healthy:  # NaN (Ray's numpy format for an all-null column) -> None
             r.update(dict.fromkeys(FAILURE_COLUMNS))
         out = (self.process(healthy) if healthy else []) + failed
@@ -50,12 +50,8 @@ class Stage:
         return rows_to_batch(out, columns)
 
 
-def _marked(value: Any) -> bool:
-    return value is not None and value == value  # NaN != NaN: an all-null column from Ray's numpy format
-
-
 def fail(row: dict[str, Any], stage: str, reason: str, detail: str) -> dict[str, Any]:
     """Return `row` marked failed at `stage` (first failure wins)."""
-    if not _marked(row.get("failed_stage")):
+    if not is_failure_mark(row.get("failed_stage")):
         row.update(failed_stage=stage, failed_reason=reason, failed_detail=str(detail)[:2000])
     return row

@@ -20,6 +20,7 @@ import pyarrow.dataset as pads
 from datagen.io.shards import MANIFEST_DIR, SHARDS_DIR, manifest_part_path, write_parquet
 from datagen.io.storage import Location
 from datagen.io.tables import read_manifest
+from schemas.members import pair_of
 from schemas.tables import PROGRESS_SCHEMA
 
 PROGRESS_DIR = "progress"
@@ -79,7 +80,7 @@ class ResumeState:
         done_videos |= {v for v, n in expected.items() if len(per_video[v]) >= n}
         keys = read_manifest(loc).column("key").to_pylist()
         # keys whose pair is done are never produced again; only the others need a check
-        pending = {k for k in keys if k.rsplit("_t", 1)[0] not in done_pairs}
+        pending = {k for k in keys if pair_of(k) not in done_pairs}
         return cls(done_pairs, done_videos, failed_uris, pending, len(keys))
 
     def is_video_done(self, video_id: str | None, video_uri: str) -> bool:

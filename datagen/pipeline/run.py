@@ -25,6 +25,7 @@ from datagen.pipeline.config import PipelineConfig
 from datagen.pipeline.progress import ResumeState, clean_partial_writes, read_progress
 from datagen.pipeline.sink import DatasetSink
 from schemas import columns as C
+from schemas.members import pair_key
 from stages.assemble import AssembleStage
 from stages.base import Resources, Stage
 from stages.caption import CaptionStage
@@ -105,7 +106,7 @@ def _stamp_pairs_and_drop_done(batch: dict[str, list], state: ResumeState | None
     batch["pairs_in_video"] = [per_video.get(v, 0) for v in batch[C.VIDEO_ID]]
     if state is None or not state.done_pairs:
         return batch
-    keep = [not (h and f"{v}_s{s:04d}_p{p:04d}" in state.done_pairs)
+    keep = [not (h and pair_key(v, s, p) in state.done_pairs)
             for v, s, p, h in zip(batch[C.VIDEO_ID], batch[C.SHOT], batch[C.PAIR], healthy)]
     return _keep(batch, keep)
 

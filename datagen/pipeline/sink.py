@@ -15,6 +15,7 @@ from datagen.io.shards import MANIFEST_DIR, DatasetWriter, ShardLimits
 from datagen.io.storage import Location
 from datagen.pipeline.progress import write_progress
 from schemas import columns as C
+from schemas.members import pair_key
 from schemas.sample import Sample, SampleRecord
 
 
@@ -22,7 +23,7 @@ def _pair_key_of(row: dict[str, Any]) -> str | None:
     if row.get("pair_key"):
         return row["pair_key"]
     if row.get(C.SHOT) is not None and row.get(C.PAIR) is not None and row.get(C.VIDEO_ID):
-        return f"{row[C.VIDEO_ID]}_s{int(row[C.SHOT]):04d}_p{int(row[C.PAIR]):04d}"
+        return pair_key(row[C.VIDEO_ID], row[C.SHOT], row[C.PAIR])
     return None
 
 

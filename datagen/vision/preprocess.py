@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from datagen.cutouts import mask_box  # noqa: F401  (one definition, torch-free, shared with assemble)
+
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)  # both models were trained with these
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
@@ -50,14 +52,6 @@ def stability_scores(logits: torch.Tensor, threshold: float, offset: float = 1.0
     inner = (logits > threshold + offset).flatten(1).sum(1).float()
     outer = (logits > threshold - offset).flatten(1).sum(1).float()
     return torch.where(outer > 0, inner / outer.clamp(min=1), torch.zeros_like(outer))
-
-
-def mask_box(mask: np.ndarray) -> list[int] | None:
-    """Tight x0,y0,x1,y1 box (x1/y1 exclusive, pixels) of a boolean mask; None when empty."""
-    ys, xs = np.nonzero(mask)
-    if len(xs) == 0:
-        return None
-    return [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
 
 
 def depth_input_size(width: int, height: int, size_px: int, multiple: int) -> tuple[int, int]:
