@@ -8,19 +8,14 @@ import pytest
 
 from datagen.io.reader import iter_samples
 from datagen.io.validate import validate
+from tests.conftest import free_port
 from tests.io.conftest import PER_TASK, write_every_task
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def s3_server():
     pytest.importorskip("moto.server")
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     endpoint = f"http://127.0.0.1:{port}"

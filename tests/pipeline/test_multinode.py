@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -16,16 +15,11 @@ import pytest
 from datagen.io.storage import Location
 from datagen.io.tables import read_manifest
 from datagen.io.validate import validate
+from tests.conftest import free_port
 from tests.pipeline.conftest import REAL_VIDEOS
 
 pytestmark = pytest.mark.slow
 RAY = os.path.join(os.path.dirname(sys.executable), "ray")
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _ray(*args, env):
@@ -48,7 +42,7 @@ def _procs_with(text: str) -> list[psutil.Process]:
 def two_node_cluster():
     # Unix socket paths must stay short: a temp dir right under /tmp.
     temp_dir = tempfile.mkdtemp(prefix="dgray", dir="/tmp")
-    port, worker_port = _port(), _port()
+    port, worker_port = free_port(), free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}  # see FACTS.md: token auth is on by default
     common = ["--num-cpus=2", "--memory=4000000000", "--object-store-memory=400000000", "--disable-usage-stats"]
     _ray("start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--include-dashboard=false",

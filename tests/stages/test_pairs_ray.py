@@ -16,15 +16,6 @@ ASSETS = Path(__file__).resolve().parents[2] / "datagen" / "assets" / "videos"
 STAGES = ((IngestStage, IngestConfig()), (ShotsStage, ShotsConfig()), (PairsStage, PairsConfig()))
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    ray = pytest.importorskip("ray")
-    # address="local": start our own instance even when another Ray runs on this machine
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
 def summary(rows):
     return sorted((r[VIDEO_ID], r[SHOT], r[PAIR], r[FRAME_A], r[FRAME_B], hashlib.sha1(r[IMAGE_A]).hexdigest(),
                    hashlib.sha1(r[IMAGE_B]).hexdigest()) for r in rows if r[FAILED_STAGE] is None)

@@ -14,13 +14,6 @@ from tests.stages.vision_inputs import batch, pair_row, tiny_depth_dir, tiny_sam
 ray = pytest.importorskip("ray")
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 @pytest.mark.slow
 def test_ray_data_pipeline_matches_direct_calls(ray_local, tiny_sam2_dir, tiny_depth_dir):
     caption = json.dumps({"objects": [{"name": "square", "box": [8, 8, 32, 32]}]})

@@ -1,18 +1,12 @@
 """Two CPU processes (gloo) under DDP stay in sync; FSDP, paused and resumed, trains to the same weights."""
-import socket
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 
 from datagen.train import checkpoint
+from tests.conftest import free_port
 from tests.train.conftest import tiny_config
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _worker(rank: int, world: int, port: int, cfg, out_dir, resume: bool, stop_at) -> None:
@@ -29,7 +23,7 @@ def _worker(rank: int, world: int, port: int, cfg, out_dir, resume: bool, stop_a
 
 
 def _launch(cfg, out_dir, resume: bool = False, stop_at=None) -> None:
-    mp.spawn(_worker, args=(2, _free_port(), cfg, str(out_dir), resume, stop_at), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), cfg, str(out_dir), resume, stop_at), nprocs=2, join=True)
 
 
 @pytest.mark.slow
