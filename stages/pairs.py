@@ -1,8 +1,8 @@
 """pairs: video rows (after shots) -> one row per frame pair, or one `no_pairs` failure row.
 
-Pairs are chosen on the scan's small analysis images (datagen/video/pairing.py); only the
-chosen frames are then decoded at full quality, rotated upright, resized to the configured
-short side and encoded once. Every measured fact (gap, flow, camera-motion class, object
+Pairs are chosen on the scan's small analysis images (datagen/video/pairing.py); the
+chosen frames come from the scan's sample-quality copies (already at the configured size),
+or, past the scan's memory bound, are decoded again; then rotated upright and encoded once. Every measured fact (gap, flow, camera-motion class, object
 motion, blur, brightness, shot span) goes to `facts_json` for the context prompt.
 """
 from __future__ import annotations
@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import cv2
+import numpy as np
 
 from datagen.media import encode_image
-from datagen.video.decode import decode_frames
+from datagen.video.decode import KeptFrame, decode_frames, fit_size, sample_rgb
 from datagen.video.pairing import PairingConfig, choose_pairs
 from datagen.video.probe import ProbeInfo, VideoError, local_path
 from schemas.columns import (FACTS, FRAME_A, FRAME_B, HEIGHT, IMAGE_A, IMAGE_B, PAIR, SHOT, T_A_S, T_B_S, VIDEO_URI,
@@ -64,7 +65,7 @@ class PairsStage(Stage):
         base = {k: v for k, v in row.items() if k not in DROPPED and k != SHOTS}
         try:
             info = ProbeInfo.from_columns(row[PROBE], row[FRAME_TABLE])
-            shots, grid_index, grid_images = load_shots(row)
+            shots, grid_index, grid_images, kept = load_shots(row)
             times = info.times_s
             chosen, why = choose_pairs(shots, grid_index, grid_images, times, cfg.pairing)
             if not chosen:
@@ -72,9 +73,12 @@ class PairsStage(Stage):
                           + (", ".join(f"{k}={v}" for k, v in why.most_common()) or "nothing to try"))
                 return [fail(base, self.name, "no_pairs", detail)]
             wanted = sorted({i for p in chosen for i in (p.frame_a, p.frame_b)})
-            with local_path(str(row[VIDEO_URI]), **cfg.storage_options) as path:
-                frames = decode_frames(path, info, wanted, cfg.short_side_px, cfg.max_long_side_px, cfg.decoder,
-                                       skip_nonref=json.loads(row[SHOTS]).get("skip_nonref", False))
+            frames = self._kept_frames(info, kept, wanted)
+            missing = [i for i in wanted if i not in frames]
+            if missing:
+                with local_path(str(row[VIDEO_URI]), **cfg.storage_options) as path:
+                    frames.update(decode_frames(path, info, missing, cfg.short_side_px, cfg.max_long_side_px,
+                                                cfg.decoder, skip_nonref=json.loads(row[SHOTS]).get("skip_nonref", False)))
         except VideoError as e:
             return [fail(base, self.name, e.reason, e.detail)]
         except Exception as e:  # never end the run on one video
@@ -92,3 +96,10 @@ class PairsStage(Stage):
                 FACTS: json.dumps(facts, sort_keys=True),
             }))
         return out
+
+    def _kept_frames(self, info: ProbeInfo, kept: dict[int, KeptFrame], wanted: list[int]) -> dict[int, np.ndarray]:
+        """The wanted frames the scan kept, when it kept them at this stage's size (the rest are decoded)."""
+        if self.config.decoder != "pyav":  # decord's frames are scaled differently: do not mix the two
+            return {}
+        size = fit_size(info.width, info.height, self.config.short_side_px, self.config.max_long_side_px)
+        return {i: sample_rgb(kept[i], info.rotation_deg) for i in wanted if i in kept and kept[i].size == size}

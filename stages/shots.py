@@ -1,12 +1,14 @@
 """shots: video rows -> the same rows with shot boundaries and the scan's analysis images.
 
-One cheap decode pass (reference frames only, reduced resolution, luma only; see
-datagen/video/decode.py) feeds both decisions: shot boundaries here, and the motion
-measurements of the pairs stage, which receives the small analysis images of the time
-grid in `scan_npz` instead of decoding the video again.
+One decode pass (reference frames only; see datagen/video/decode.py) feeds everything the
+first half needs: shot boundaries here; the motion measurements of the pairs stage, which
+receives the small analysis images of the time grid in `scan_arrays`; and the sample-quality
+copies of those grid frames, so the pairs stage does not decode the video again.
 Output columns: `shots_json` = {"cuts": [frame...], "shots": [{shot, start_frame,
 end_frame, start_s, end_s, fade_in, fade_out}], "unusable": {frame: black|blown|
-transient|fade}, "brightness": {frame: 0-1}, "decoded_frames": n}; `scan_npz` (bytes).
+transient|fade}, "brightness": {frame: 0-1}, "decoded_frames": n}; `scan_arrays` (bytes, see pack_arrays:
+grid_index, grid_images, and kept_index, kept_pixels, kept_format, kept_size, kept_colorspace,
+kept_color_range for the kept copies).
 """
 from __future__ import annotations
 
@@ -19,14 +21,14 @@ import cv2
 import numpy as np
 
 from datagen.video.cuts import CutConfig, Shot, Shots, detect
-from datagen.video.decode import ScanConfig, decode_window, scan
+from datagen.video.decode import KeptFrame, Scan, ScanConfig, decode_window, scan
 from datagen.video.probe import ProbeInfo, VideoError, local_path
 from schemas.columns import VIDEO_URI
 from stages.base import Resources, Stage, fail
 from stages.ingest import FRAME_TABLE, PROBE
 
 SHOTS = "shots_json"
-SCAN = "scan_npz"
+SCAN = "scan_arrays"
 
 
 @dataclass
@@ -72,17 +74,47 @@ class ShotsStage(Stage):
             "decoded_frames": seen.decoded_frames,
             "skip_nonref": cfg.scan.skip_nonref,  # the pairs stage decodes its frames the same way
         })
-        buf = io.BytesIO()
-        np.savez(buf, grid_index=seen.grid_index, grid_images=np.stack(seen.grid_images))
-        row[SCAN] = buf.getvalue()
+        row[SCAN] = _scan_bytes(seen)
         return row
 
 
-def load_shots(row: dict[str, Any]) -> tuple[Shots, np.ndarray, list[np.ndarray]]:
-    """Inverse of what ShotsStage writes: (shots, grid frame indices, grid analysis images)."""
+def _scan_bytes(seen: Scan) -> bytes:
+    kept = sorted(seen.kept)
+    arrays = dict(grid_index=seen.grid_index, grid_images=np.stack(seen.grid_images))
+    if kept and len({(seen.kept[i].format, seen.kept[i].pixels.shape) for i in kept}) == 1:
+        first = seen.kept[kept[0]]  # a stream whose frames change format midway keeps none (pairs decodes them)
+        arrays.update(kept_index=np.array(kept, np.int64), kept_pixels=np.stack([seen.kept[i].pixels for i in kept]),
+                      kept_format=np.array(first.format), kept_size=np.array(first.size, np.int64),
+                      kept_colorspace=np.array([seen.kept[i].colorspace for i in kept], np.int64),
+                      kept_color_range=np.array([seen.kept[i].color_range for i in kept], np.int64))
+    return pack_arrays(arrays)
+
+
+def pack_arrays(arrays: dict[str, np.ndarray]) -> bytes:
+    """Named arrays as consecutive .npy records: a plain copy (np.savez's zip checksums cost ~2 ms per MB)."""
+    buf = io.BytesIO()
+    np.save(buf, np.array(list(arrays)), allow_pickle=False)
+    for a in arrays.values():
+        np.save(buf, np.asarray(a), allow_pickle=False)
+    return buf.getvalue()
+
+
+def unpack_arrays(data: bytes) -> dict[str, np.ndarray]:
+    buf = io.BytesIO(data)
+    names = np.load(buf, allow_pickle=False)
+    return {str(n): np.load(buf, allow_pickle=False) for n in names}
+
+
+def load_shots(row: dict[str, Any]) -> tuple[Shots, np.ndarray, list[np.ndarray], dict[int, KeptFrame]]:
+    """Inverse of what ShotsStage writes: (shots, grid frame indices, grid analysis images, kept copies)."""
     data = json.loads(row[SHOTS])
     shots = Shots(shots=[Shot(**s) for s in data["shots"]], cuts=list(data["cuts"]),
                   unusable={int(k): v for k, v in data["unusable"].items()},
                   brightness={int(k): v for k, v in data["brightness"].items()})
-    with np.load(io.BytesIO(row[SCAN])) as z:
-        return shots, z["grid_index"], list(z["grid_images"])
+    z = unpack_arrays(row[SCAN])
+    kept = {}
+    if "kept_index" in z:
+        fmt, size = str(z["kept_format"]), tuple(int(v) for v in z["kept_size"])
+        kept = {int(i): KeptFrame(px, fmt, size, int(cs), int(cr)) for i, px, cs, cr in
+                zip(z["kept_index"], z["kept_pixels"], z["kept_colorspace"], z["kept_color_range"])}
+    return shots, z["grid_index"], list(z["grid_images"]), kept

@@ -58,6 +58,9 @@ class PipelineConfig:
     ray: RayConfig = field(default_factory=RayConfig)
 
     def __post_init__(self):
+        # The scan keeps its grid frames at the size the pairs stage writes them: one source of truth
+        self.shots.scan.frame_short_side_px = self.pairs.short_side_px
+        self.shots.scan.frame_max_long_side_px = self.pairs.max_long_side_px
         unknown = [s for s in self.labels if s not in LABEL_STAGES]
         if unknown:
             raise UserError(f"config labels: unknown stage {unknown[0]!r}; allowed: {', '.join(LABEL_STAGES)}")

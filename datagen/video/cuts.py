@@ -56,28 +56,44 @@ def _change(a: np.ndarray, b: np.ndarray, cfg: CutConfig) -> float:
     return 1.0 - float(np.mean((a32 - a32.mean()) * (b32 - b32.mean()))) / (sa * sb)
 
 
+def _changes(a: np.ndarray, b: np.ndarray, cfg: CutConfig) -> np.ndarray:
+    """`_change` of each row of `a` (n, p) against the same row of `b`, vectorised (float32 thumbnails)."""
+    ma, mb = a.mean(1), b.mean(1)
+    sa, sb = a.std(1), b.std(1)
+    flat = (sa < cfg.flat_std) | (sb < cfg.flat_std)
+    ncc = ((a - ma[:, None]) * (b - mb[:, None])).mean(1) / np.where(flat, 1.0, sa * sb)
+    jump = np.abs(ma - mb) / 255.0 > cfg.flat_mean_jump
+    return np.where(flat, jump.astype(np.float64), 1.0 - ncc.astype(np.float64))
+
+
 def detect(index: np.ndarray, thumbs: np.ndarray, times_s: np.ndarray, cfg: CutConfig,
            refine: Callable[[int, int], dict[int, np.ndarray]] | None = None) -> Shots:
     """Shots of one video; `refine(first, last)` returns thumbnails of every frame in between to place a cut exactly."""
     n = len(index)
     flat = thumbs.reshape(n, -1)
     bright = flat.mean(1) / 255.0
-    p98, p2 = np.percentile(flat, 98, axis=1) / 255.0, np.percentile(flat, 2, axis=1) / 255.0
+    # percentiles by counting (uint8 histograms): np.percentile sorts every row, ~10x slower
+    rows = (flat.astype(np.int64) + 256 * np.arange(n)[:, None]).ravel()
+    cum = np.cumsum(np.bincount(rows, minlength=256 * n).reshape(n, 256), axis=1)
+    p98 = np.argmax(cum >= 0.98 * flat.shape[1], axis=1) / 255.0
+    p2 = np.argmax(cum > 0.02 * flat.shape[1], axis=1) / 255.0
     status = np.array(["ok"] * n, dtype=object)
     status[p98 < cfg.black_max] = "black"
     status[p2 > cfg.blown_min] = "blown"
+    f32 = flat.astype(np.float32)
     d = np.zeros(n)
-    d[1:] = [_change(thumbs[k - 1], thumbs[k], cfg) for k in range(1, n)]
+    d[1:] = _changes(f32[:-1], f32[1:], cfg)
     spike = np.zeros(n, bool)
-    for k in range(1, n - 1):  # flashes and glitches: unlike both neighbours, which are alike
-        low = min(d[k], d[k + 1])
-        spike[k] = low > cfg.cut_min_change / 2 and _change(thumbs[k - 1], thumbs[k + 1], cfg) < cfg.transient_ratio * low
+    if n > 2:  # flashes and glitches: unlike both neighbours, which are alike
+        low = np.minimum(d[1:-1], d[2:])
+        skip = _changes(f32[:-2], f32[2:], cfg)
+        spike[1:-1] = (low > cfg.cut_min_change / 2) & (skip < cfg.transient_ratio * low)
     status[spike & (status == "ok")] = "transient"
     good = (status != "black") & ~spike
     cuts_pos = []
     for k in range(1, n):
-        if not (good[k] and good[k - 1]):
-            continue
+        if d[k] <= cfg.cut_min_change or not (good[k] and good[k - 1]):
+            continue  # (the cheap test first: the local median is only needed for the few large changes)
         lo, hi = max(1, k - cfg.window), min(n, k + cfg.window + 1)
         local = np.median(np.delete(d[lo:hi], k - lo)) if hi - lo > 1 else 0.0
         if d[k] > max(cfg.cut_min_change, cfg.cut_ratio * local):

@@ -1,15 +1,18 @@
-"""Decoding, paid for only where a decision needs it.
+"""Decoding, paid for once: one pass decides and keeps what the samples need.
 
-- `scan`: one cheap pass for shot and motion decisions. PyAV decodes only reference
-  frames (non-reference B-frames are skipped inside the decoder), at reduced resolution
-  where the codec can (`lowres`), without the deblocking filter, and keeps the luma
-  plane only (no colour conversion). It keeps a tiny thumbnail of every decoded frame
-  and a small analysis image of the frames nearest a regular time grid.
+- `scan`: the one pass over a video. PyAV decodes only reference frames (non-reference
+  B-frames are skipped inside the decoder) and reads the luma plane of each for a tiny
+  thumbnail (shot decisions) and, on a regular time grid, a small analysis image (motion
+  decisions). Grid frames are the only frames a pair can use, so the scan also keeps a
+  sample-quality copy of each, already scaled to the sample size in its own pixel format:
+  the pairs stage converts the few it chooses to RGB instead of decoding the video again.
+  Decoding at full quality (no `lowres`, deblocking on) is what makes those copies usable;
+  for H.264 the second pass it saves cost as much as the whole scan.
 - `decode_window`: every frame between two timestamps, to place a cut exactly.
-- `decode_frames`: full resolution RGB of the few frames that become samples, one seek
-  per group of pictures, skipping non-reference frames like the scan did (the frames it
-  chose are reference frames). decord's random access is the alternative (same pixels on
-  clean streams; it cannot skip frames and counts frames rather than reading timestamps).
+- `decode_frames`: the fallback for frames the scan did not keep (over the memory bound),
+  one seek per group of pictures, producing exactly the pixels a kept copy gives. decord's
+  random access is the alternative (same pixels on clean streams when no resize is needed;
+  it cannot skip frames and counts frames rather than reading timestamps).
 """
 from __future__ import annotations
 
@@ -18,12 +21,13 @@ from dataclasses import dataclass, field
 import av
 import cv2
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from datagen.video.probe import ProbeInfo, VideoError
 
-# Decoders that implement FFmpeg's `lowres` (decode at 1/2, 1/4, 1/8 size in the DCT domain).
-LOWRES_CODECS = {"mpeg1video", "mpeg2video", "mpeg4", "h263", "h263p", "msmpeg4v1", "msmpeg4v2", "msmpeg4v3",
-                 "wmv1", "wmv2", "mjpeg", "flv1"}
+# Pixel formats a kept frame stays in (PyAV copies them to and from arrays exactly); any
+# other format is converted to RGB when kept, which loses nothing a sample needs.
+KEEP_FORMATS = {"yuv420p", "yuvj420p", "yuv444p", "yuvj444p", "rgb24", "gray"}
 
 
 @dataclass
@@ -33,10 +37,31 @@ class ScanConfig:
     grid_step_s: float = 0.5  # candidate pair frames every 0.5 s: 8 gap choices in 0.5-4 s, small to pass between stages
     max_grid_frames: int = 1200  # long videos get a coarser grid: bounds the analysis images to ~40 MB a video
     skip_nonref: bool = True  # skip non-reference frames in the scan (half the decode work with B-frames)
-    lowres: int = 2  # decode at 1/4 size where the codec allows (never below analysis_short_side_px)
-    fast_decode: bool = True  # skip the deblocking filter in the scan: its artefacts do not move cuts or flow
+    # ...except the frames just before a keyframe: encoders put keyframes at cuts, and seeing
+    # every frame there places such a cut without decoding its group of pictures again
+    decode_all_before_keyframe: int = 4
     decode_threads: int = 1  # Ray parallelises over videos; threads inside one decoder only add CPU overhead
     max_decode_errors: int = 0  # a broken packet means broken frames around it: reject the video by default
+    # Keep a sample-quality copy of every grid frame so the pairs stage need not decode again
+    # (for H.264 that second pass costs as much as the scan). Sized like the samples: the
+    # pipeline config copies `pairs.short_side_px` / `pairs.max_long_side_px` into these two.
+    keep_frames: bool = True
+    frame_short_side_px: int = 512
+    frame_max_long_side_px: int = 1024
+    # Bound on the kept copies of one video (~1 MB each at 512 px in 4:2:0, two per second):
+    # a 256 MB bound keeps ~4 minutes; the pairs stage decodes frames past it the old way.
+    keep_frames_mb: int = 256
+
+
+@dataclass
+class KeptFrame:
+    """A decoded frame scaled to the sample size, in a pixel format PyAV round-trips exactly."""
+
+    pixels: np.ndarray  # PyAV's array layout for `format` (e.g. (h*3/2, w) for yuv420p)
+    format: str
+    size: tuple[int, int]  # (width, height) before rotation
+    colorspace: int
+    color_range: int
 
 
 @dataclass
@@ -47,6 +72,7 @@ class Scan:
     thumbs: np.ndarray  # uint8 (n, th, tw) luma
     grid_index: np.ndarray  # int64 (m,), frames with an analysis image
     grid_images: list[np.ndarray] = field(default_factory=list)  # uint8 luma, display orientation
+    kept: dict[int, KeptFrame] = field(default_factory=dict)  # grid frame -> sample-quality copy
     decoded_frames: int = 0
 
 
@@ -62,21 +88,10 @@ def _luma(frame: av.VideoFrame, bits: int) -> np.ndarray:
     return frame.to_ndarray(format="gray")
 
 
-def _open(path: str, info: ProbeInfo, cfg: ScanConfig, fast: bool):
+def _open(path: str, cfg: ScanConfig):
     container = av.open(path)
     stream = container.streams.video[0]
-    ctx = stream.codec_context
-    ctx.thread_count = cfg.decode_threads  # also keeps skip_frame changes per packet in effect (no frame threads)
-    options = {}
-    if fast and cfg.fast_decode:
-        options["skip_loop_filter"] = "all"
-    if fast and info.codec in LOWRES_CODECS and cfg.lowres > 0:
-        level = cfg.lowres
-        while level > 0 and min(info.width, info.height) >> level < cfg.analysis_short_side_px:
-            level -= 1
-        if level:
-            options["lowres"] = str(level)
-    ctx.options = options
+    stream.codec_context.thread_count = cfg.decode_threads  # also keeps per-packet skip_frame changes in effect
     return container, stream
 
 
@@ -91,9 +106,17 @@ def _frame_index(info: ProbeInfo, frame: av.VideoFrame) -> int:
 
 
 def _shrink(y: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Area-average `y` to `size`; a strided view first keeps the average cheap on big frames (10x here)."""
-    step = max(1, min(y.shape[1] // (2 * size[0]), y.shape[0] // (2 * size[1])))
-    return cv2.resize(y[::step, ::step], size, interpolation=cv2.INTER_AREA)
+    """Average `y` down to `size` cheaply: a strided view, a bilinear step to exactly 2x, then a 2x2 area mean.
+
+    OpenCV's area resize at a non-integer ratio costs ~0.5 ms at 640x360 and ~5 ms at 1080p;
+    this costs ~0.02 ms and averages the same neighbourhoods closely enough for cut and motion signals.
+    """
+    w, h = size
+    step = max(1, min(y.shape[1] // (2 * w), y.shape[0] // (2 * h)))
+    v = y[::step, ::step]
+    if v.shape[:2] != (2 * h, 2 * w):
+        v = cv2.resize(v, (2 * w, 2 * h), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(v, size, interpolation=cv2.INTER_AREA)
 
 
 def analysis_size(info: ProbeInfo, short_side_px: int) -> tuple[int, int]:
@@ -107,8 +130,36 @@ def _analysis_image(y: np.ndarray, size: tuple[int, int], rotation_deg: int) -> 
     return np.ascontiguousarray(np.rot90(img, rotation_deg // 90)) if rotation_deg % 360 else img
 
 
+def fit_size(width: int, height: int, short_side_px: int, max_long_side_px: int) -> tuple[int, int]:
+    """Output size: short side to `short_side_px`, long side at most `max_long_side_px`, never upscaled."""
+    short, long_ = min(width, height), max(width, height)
+    s = min(1.0, short_side_px / short, max_long_side_px / long_)
+    w, h = max(2, round(width * s)), max(2, round(height * s))
+    return w - w % 2, h - h % 2
+
+
+_SCALER = VideoReformatter()  # one per process: it caches swscale's context (area filters cost ms to set up)
+
+
+def keep_frame(frame: av.VideoFrame, size: tuple[int, int]) -> KeptFrame:
+    """`frame` scaled to `size` (width, height, before rotation) with swscale's area filter."""
+    fmt = frame.format.name if frame.format.name in KEEP_FORMATS else "rgb24"
+    out = _SCALER.reformat(frame, width=size[0], height=size[1], format=fmt, interpolation="AREA", threads=1)
+    return KeptFrame(out.to_ndarray(), fmt, size, int(out.colorspace), int(out.color_range))
+
+
+def sample_rgb(kept: KeptFrame, rotation_deg: int) -> np.ndarray:
+    """Upright RGB of a kept frame: the one conversion every sample frame goes through."""
+    frame = av.VideoFrame.from_ndarray(kept.pixels, format=kept.format)
+    assert (frame.width, frame.height) == kept.size, (frame.width, frame.height, kept.size)
+    frame.colorspace, frame.color_range = kept.colorspace, kept.color_range
+    rgb = frame.to_ndarray(format="rgb24", threads=1)
+    k = (rotation_deg % 360) // 90
+    return np.ascontiguousarray(np.rot90(rgb, k)) if k else rgb
+
+
 def scan(path: str, info: ProbeInfo, cfg: ScanConfig) -> Scan:
-    """The cheap pass: thumbnails of decoded frames, analysis images on the time grid."""
+    """The one pass: thumbnails of decoded frames; analysis images and kept copies on the time grid."""
     times = info.times_s
     grid_t = np.arange(0.0, times[-1] + 1e-9, max(cfg.grid_step_s, float(times[-1]) / cfg.max_grid_frames))
     # The grid frames are the first frames at or after each grid time; in a scan that skips
@@ -116,11 +167,16 @@ def scan(path: str, info: ProbeInfo, cfg: ScanConfig) -> Scan:
     pending = np.unique(np.searchsorted(times, grid_t).clip(0, len(times) - 1))
     seen: dict[int, np.ndarray] = {}
     grid: dict[int, np.ndarray] = {}
+    kept: dict[int, KeptFrame] = {}
+    kept_bytes, keep_limit = 0, cfg.keep_frames_mb * 2**20 if cfg.keep_frames else -1
+    keep_size = fit_size(info.width, info.height, cfg.frame_short_side_px, cfg.frame_max_long_side_px)
     next_grid = 0  # position in `pending` of the next grid frame to fill
     errors, decoded = 0, 0
-    container, stream = _open(path, info, cfg, fast=True)
-    if cfg.skip_nonref:
-        stream.codec_context.skip_frame = "NONREF"
+    container, stream = _open(path, cfg)
+    ctx = stream.codec_context
+    key_pts = np.asarray(info.keyframe_pts)
+    near_key = info.frame_pts[np.clip(np.searchsorted(info.frame_pts, key_pts) - cfg.decode_all_before_keyframe,
+                                      0, len(info.frame_pts) - 1)]  # first pts decoded in full before each key
     bits = info.bit_depth
     size = analysis_size(info, cfg.analysis_short_side_px)
     with container:
@@ -128,7 +184,11 @@ def scan(path: str, info: ProbeInfo, cfg: ScanConfig) -> Scan:
         while True:
             try:
                 packet = next(packets)
-                frames = stream.codec_context.decode(packet)
+                if cfg.skip_nonref:
+                    ts = packet.pts if packet.pts is not None else packet.dts
+                    j = int(np.searchsorted(key_pts, ts)) if ts is not None else len(key_pts)
+                    ctx.skip_frame = "DEFAULT" if j < len(key_pts) and ts >= near_key[j] else "NONREF"
+                frames = ctx.decode(packet)
             except StopIteration:
                 break
             except av.FFmpegError as e:
@@ -146,12 +206,15 @@ def scan(path: str, info: ProbeInfo, cfg: ScanConfig) -> Scan:
                 if next_grid < len(pending) and idx >= pending[next_grid]:
                     grid[idx] = _analysis_image(y, size, info.rotation_deg)
                     next_grid = int(np.searchsorted(pending, idx, side="right"))
+                    if kept_bytes < keep_limit:
+                        kept[idx] = keep_frame(frame, keep_size)
+                        kept_bytes += kept[idx].pixels.nbytes
     if not seen:
         raise VideoError("decode_error", "no frame decoded")
     index = np.array(sorted(seen), np.int64)
     gidx = np.array(sorted(grid), np.int64)
     return Scan(index=index, thumbs=np.stack([seen[i] for i in index]), grid_index=gidx,
-                grid_images=[grid[i] for i in gidx], decoded_frames=decoded)
+                grid_images=[grid[i] for i in gidx], kept=kept, decoded_frames=decoded)
 
 
 def _packets_from_key(container, stream, info: ProbeInfo, first: int):
@@ -166,7 +229,7 @@ def decode_window(path: str, info: ProbeInfo, cfg: ScanConfig, first: int, last:
 
     Up to `first` only reference frames are decoded (nothing else is needed to reach it).
     """
-    container, stream = _open(path, info, cfg, fast=True)
+    container, stream = _open(path, cfg)
     ctx = stream.codec_context
     out: dict[int, np.ndarray] = {}
     lo = int(info.frame_pts[first])
@@ -186,44 +249,32 @@ def decode_window(path: str, info: ProbeInfo, cfg: ScanConfig, first: int, last:
     return out
 
 
-def fit_size(width: int, height: int, short_side_px: int, max_long_side_px: int) -> tuple[int, int]:
-    """Output size: short side to `short_side_px`, long side at most `max_long_side_px`, never upscaled."""
-    short, long_ = min(width, height), max(width, height)
-    s = min(1.0, short_side_px / short, max_long_side_px / long_)
-    w, h = max(2, round(width * s)), max(2, round(height * s))
-    return w - w % 2, h - h % 2
-
-
-def _resize(rgb: np.ndarray, short_side_px: int, max_long_side_px: int) -> np.ndarray:
-    h, w = rgb.shape[:2]
-    ow, oh = fit_size(w, h, short_side_px, max_long_side_px)
-    if (ow, oh) != (w, h):
-        rgb = cv2.resize(rgb, (ow, oh), interpolation=cv2.INTER_AREA)
-    return np.ascontiguousarray(rgb)
-
-
 def decode_frames(path: str, info: ProbeInfo, indices: list[int], short_side_px: int, max_long_side_px: int,
                   decoder: str = "pyav", skip_nonref: bool = True) -> dict[int, np.ndarray]:
     """Full-quality RGB frames (display orientation, resized) for `indices`.
 
+    With PyAV the pixels equal those of the scan's kept copies (same scaling, same conversion).
     `skip_nonref` must match the scan: the frames it chose are reference frames, and the
     same decode mode names them by the same timestamps.
     """
     wanted = sorted(set(int(i) for i in indices))
     if not wanted:
         return {}
-    frames = _decord_frames(path, info, wanted) if decoder == "decord" else None
+    frames = _decord_frames(path, info, wanted, short_side_px, max_long_side_px) if decoder == "decord" else None
     if frames is None:
-        frames = _pyav_frames(path, info, wanted, skip_nonref)
-        if skip_nonref and len(frames) < len(wanted):
-            frames.update(_pyav_frames(path, info, [i for i in wanted if i not in frames], False))
+        size = fit_size(info.width, info.height, short_side_px, max_long_side_px)
+        kept = _pyav_frames(path, info, wanted, skip_nonref, size)
+        if skip_nonref and len(kept) < len(wanted):
+            kept.update(_pyav_frames(path, info, [i for i in wanted if i not in kept], False, size))
+        frames = {i: sample_rgb(k, info.rotation_deg) for i, k in kept.items()}
     missing = [i for i in wanted if i not in frames]
     if missing:
         raise VideoError("decode_error", f"frames {missing[:5]} do not decode")
-    return {i: _resize(f, short_side_px, max_long_side_px) for i, f in frames.items()}
+    return frames
 
 
-def _decord_frames(path: str, info: ProbeInfo, wanted: list[int]) -> dict[int, np.ndarray] | None:
+def _decord_frames(path: str, info: ProbeInfo, wanted: list[int], short_side_px: int,
+                   max_long_side_px: int) -> dict[int, np.ndarray] | None:
     """decord by index (it applies the display rotation itself), only when its frame table is ours."""
     try:
         import decord
@@ -238,14 +289,19 @@ def _decord_frames(path: str, info: ProbeInfo, wanted: list[int]) -> dict[int, n
         batch = vr.get_batch(wanted).asnumpy()
     except Exception:  # decord raises its own error types (DECORDError, RuntimeError): PyAV takes over
         return None
-    return {i: batch[k] for k, i in enumerate(wanted)}
+    out = {}
+    for k, i in enumerate(wanted):
+        h, w = batch[k].shape[:2]
+        size = fit_size(w, h, short_side_px, max_long_side_px)
+        out[i] = batch[k] if size == (w, h) else cv2.resize(batch[k], size, interpolation=cv2.INTER_AREA)
+    return out
 
 
-def _pyav_frames(path: str, info: ProbeInfo, wanted: list[int], skip_nonref: bool) -> dict[int, np.ndarray]:
+def _pyav_frames(path: str, info: ProbeInfo, wanted: list[int], skip_nonref: bool,
+                 size: tuple[int, int]) -> dict[int, KeptFrame]:
     """One seek per group of pictures that holds wanted frames, then decode forward to the last of them."""
     key_of = np.searchsorted(info.keyframe_pts, info.frame_pts[wanted], side="right")
-    out: dict[int, np.ndarray] = {}
-    k = (info.rotation_deg % 360) // 90
+    out: dict[int, KeptFrame] = {}
     with av.open(path) as container:
         stream = container.streams.video[0]
         ctx = stream.codec_context
@@ -261,8 +317,7 @@ def _pyav_frames(path: str, info: ProbeInfo, wanted: list[int], skip_nonref: boo
                     for frame in ctx.decode(packet):
                         idx = _frame_index(info, frame)
                         if idx in todo:
-                            rgb = frame.to_ndarray(format="rgb24")
-                            out[idx] = np.rot90(rgb, k) if k else rgb
+                            out[idx] = keep_frame(frame, size)
                             todo.discard(idx)
                     ts = packet.pts if packet.pts is not None else packet.dts
                     if not todo or (ts is not None and ts > limit):

@@ -96,8 +96,13 @@ def write_video(
     vfr_jitter: float = 0.0,
     rotation_deg: int = 0,
     seed: int = 0,
+    codec_options: dict[str, str] | None = None,
 ) -> Truth:
-    """Encode `segments` into `path`; `vfr_jitter` > 0 makes frame durations vary (variable frame rate)."""
+    """Encode `segments` into `path`; `vfr_jitter` > 0 makes frame durations vary (variable frame rate).
+
+    `codec_options` go to the encoder after the defaults (e.g. {"x264-params": "scenecut=0"}
+    keeps keyframes off the cuts).
+    """
     path = str(path)
     rng = np.random.default_rng(seed)
     truth = Truth(path=path, num_frames=0, fps=float(fps))
@@ -107,7 +112,7 @@ def write_video(
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.time_base = stream.codec_context.time_base = time_base  # fine clock: VFR timestamps survive
         if codec == "libx264":
-            stream.options = {"crf": "20", "preset": "veryfast"}
+            stream.options = {"crf": "20", "preset": "veryfast", **(codec_options or {})}
         if rotation_deg:
             stream.set_display_rotation(rotation_deg)
         pts, idx = 0, 0

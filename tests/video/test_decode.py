@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from datagen.video.decode import ScanConfig, decode_frames, fit_size, scan
+from datagen.video.decode import ScanConfig, decode_frames, fit_size, sample_rgb, scan
 from datagen.video.probe import probe
 from datagen.video.synthetic import Segment, write_video
 
@@ -28,20 +28,44 @@ def test_pyav_and_decord_give_identical_frames(name, tmp_path):
     info = probe(path)
     seen = scan(path, info, ScanConfig())
     wanted = seen.grid_index[1::5].tolist()  # frames the scan saw, as the pairs stage asks for them
-    pyav = decode_frames(path, info, wanted, 512, 1024, decoder="pyav")
-    ref = decode_frames(path, info, wanted, 512, 1024, decoder="decord")
+    # at source size (no scaling, which the two do differently) the decoders must agree exactly
+    pyav = decode_frames(path, info, wanted, 4096, 4096, decoder="pyav")
+    ref = decode_frames(path, info, wanted, 4096, 4096, decoder="decord")
     assert sorted(pyav) == sorted(ref) == sorted(wanted)
     for i in wanted:
         assert np.array_equal(pyav[i], ref[i]), i
 
 
-def test_scan_skips_non_reference_frames_and_uses_lowres(tmp_path):
-    info = probe(str(ASSETS / "Megamind.avi"))  # MPEG-4 part 2 with B-frames: both savings apply
+def test_scan_skips_non_reference_frames(tmp_path):
+    info = probe(str(ASSETS / "Megamind.avi"))  # MPEG-4 part 2 with B-frames
     seen = scan(str(ASSETS / "Megamind.avi"), info, ScanConfig())
     assert seen.decoded_frames < info.num_frames / 2
-    assert seen.grid_images[0].shape == (128, 175)  # analysis size from a 1/4-size decode
-    full = scan(str(ASSETS / "Megamind.avi"), info, ScanConfig(skip_nonref=False, lowres=0))
+    assert seen.grid_images[0].shape == (128, 175)
+    full = scan(str(ASSETS / "Megamind.avi"), info, ScanConfig(skip_nonref=False))
     assert full.decoded_frames == info.num_frames
+
+
+@pytest.mark.parametrize("name", ["box.mp4", "Megamind.avi", "tree.avi"])
+def test_kept_frames_equal_a_fresh_full_quality_decode(name):
+    """The pairs stage uses the scan's copies instead of decoding: they must be the very same pixels."""
+    path = str(ASSETS / name)
+    info = probe(path)
+    seen = scan(path, info, ScanConfig(frame_short_side_px=200, frame_max_long_side_px=400))
+    assert sorted(seen.kept) == seen.grid_index.tolist()
+    wanted = seen.grid_index[1:-1:3].tolist()
+    fresh = decode_frames(path, info, wanted, 200, 400)
+    for i in wanted:
+        kept = sample_rgb(seen.kept[i], info.rotation_deg)
+        assert kept.shape[:2] == fresh[i].shape[:2] and min(kept.shape[:2]) <= 200
+        assert np.array_equal(kept, fresh[i]), i
+
+
+def test_scan_keeps_frames_up_to_its_memory_bound():
+    path = str(ASSETS / "box.mp4")
+    info = probe(path)
+    one = scan(path, info, ScanConfig(keep_frames_mb=1))  # 640x480 4:2:0 is 0.44 MiB: three fit under 1 MiB
+    assert sorted(one.kept) == one.grid_index[:3].tolist()
+    assert scan(path, info, ScanConfig(keep_frames=False)).kept == {}
 
 
 def test_rotated_stream_decodes_upright(tmp_path):

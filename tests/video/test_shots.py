@@ -56,6 +56,18 @@ def test_cut_refinement_is_exact_when_the_scan_skips_frames(clip):
     assert fast.cuts == full.cuts == clip.cuts
 
 
+def test_cuts_away_from_keyframes_are_refined_exactly(tmp_path):
+    """Encoders usually start a group of pictures at a cut, and the scan decodes every frame
+    there; with scene-cut detection off in the encoder the cuts fall mid-group, where the
+    scan skipped frames and must decode the window again to place them."""
+    clip = standard_clip(tmp_path / "nosc.mp4", codec_options={"x264-params": "scenecut=0:keyint=500:b-adapt=0"})
+    info, seen, shots = run_shots(clip.path)
+    assert len(info.keyframe_pts) == 1
+    decoded = set(seen.index.tolist())
+    assert any(c - 1 not in decoded or c not in decoded for c in clip.cuts)  # the scan skipped a frame at a cut
+    assert shots.cuts == clip.cuts
+
+
 def test_variable_frame_rate_clip(tmp_path):
     truth = write_video(tmp_path / "vfr.mkv", [Segment("object", 40, seed=1), Segment("pan", 40, speed_px=1.5, seed=2),
                                                 Segment("object", 30, seed=3)], vfr_jitter=0.45)
