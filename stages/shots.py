@@ -91,12 +91,16 @@ def _scan_bytes(seen: Scan) -> bytes:
 
 
 def pack_arrays(arrays: dict[str, np.ndarray]) -> bytes:
-    """Named arrays as consecutive .npy records: a plain copy (np.savez's zip checksums cost ~2 ms per MB)."""
-    buf = io.BytesIO()
-    np.save(buf, np.array(list(arrays)), allow_pickle=False)
-    for a in arrays.values():
-        np.save(buf, np.asarray(a), allow_pickle=False)
-    return buf.getvalue()
+    """Named arrays as consecutive .npy records, copied once (np.savez's zip checksums and a
+    growing BytesIO each cost more than the copy: ~30 ms for 12 MB of kept frames)."""
+    chunks: list[Any] = []
+    for a in [np.array(list(arrays)), *arrays.values()]:
+        a = np.asarray(a)
+        a = a if a.flags.c_contiguous else a.copy()  # (not ascontiguousarray: it turns 0-d arrays into 1-d)
+        header = io.BytesIO()
+        np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(a))
+        chunks += [header.getvalue(), memoryview(a.reshape(-1)).cast("B") if a.size else b""]
+    return b"".join(chunks)
 
 
 def unpack_arrays(data: bytes) -> dict[str, np.ndarray]:

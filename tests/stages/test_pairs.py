@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from datagen.media import decode_image
+from datagen.video.decode import ScanConfig
 from datagen.video.synthetic import Segment, corrupt_packets, standard_clip, write_video
 from schemas.columns import (FACTS, FAILED_REASON, FAILED_STAGE, FRAME_A, FRAME_B, HEIGHT, IMAGE_A, IMAGE_B, PAIR,
                              SHOT, VIDEO_ID, VIDEO_URI, WIDTH, batch_to_rows, rows_to_batch)
@@ -180,3 +181,38 @@ def test_image_format_and_quality_are_configurable(synthetic):
     assert sum(len(r[IMAGE_A]) for r in rows["q50"]) < sum(len(r[IMAGE_A]) for r in rows["q95"])
     png, jpg = decode_image(rows["png"][0][IMAGE_A]), decode_image(rows["q95"][0][IMAGE_A])
     assert png.shape == jpg.shape and np.abs(png.astype(int) - jpg.astype(int)).mean() < 8  # same frame (noise texture: JPEG error ~4)
+
+
+def test_pairs_use_the_scans_kept_frames_and_a_fresh_decode_gives_the_same_bytes(synthetic, monkeypatch):
+    """One decode pass: pairs takes its frames from the scan; frames past the scan's memory
+    bound are decoded again, and either way the samples are byte-identical."""
+    import stages.pairs as pairs_module
+    from stages.shots import ShotsConfig
+
+    path = synthetic[1].path  # the rotated clip: the kept copies turn upright like decoded frames
+    videos = IngestStage()(rows_to_batch([{VIDEO_URI: path}]))
+    kept_batch = ShotsStage()(videos)
+    bare_batch = ShotsStage(ShotsConfig(scan=ScanConfig(keep_frames=False)))(videos)
+
+    def no_decoding(*a, **k):
+        raise AssertionError("the pairs stage decoded the video although the scan kept its frames")
+
+    with monkeypatch.context() as m:
+        m.setattr(pairs_module, "decode_frames", no_decoding)
+        from_scan = ok(batch_to_rows(PairsStage()(kept_batch)))
+    decoded = ok(batch_to_rows(PairsStage()(bare_batch)))
+    assert from_scan and len(from_scan) == len(decoded)
+    for a, b in zip(from_scan, decoded):
+        assert (a[FRAME_A], a[FRAME_B]) == (b[FRAME_A], b[FRAME_B])
+        assert a[IMAGE_A] == b[IMAGE_A] and a[IMAGE_B] == b[IMAGE_B]
+
+
+def test_scan_arrays_round_trip():
+    from stages.shots import pack_arrays, unpack_arrays
+
+    arrays = {"index": np.arange(5), "frames": np.full((2, 6, 4), 7, np.uint8), "format": np.array("yuv420p"),
+              "empty": np.zeros((0, 3)), "strided": np.arange(6.0)[::2]}
+    back = unpack_arrays(pack_arrays(arrays))
+    assert list(back) == list(arrays)
+    for k, v in arrays.items():
+        assert back[k].dtype == v.dtype and back[k].shape == v.shape and np.array_equal(back[k], v), k
