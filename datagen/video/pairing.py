@@ -49,7 +49,8 @@ class PairChoice:
 
 def choose_pairs(shots: Shots, grid_index: np.ndarray, grid_images: list[np.ndarray], times_s: np.ndarray,
                  cfg: PairingConfig) -> tuple[list[PairChoice], Counter]:
-    """Pairs of every shot (round-robin over shots up to the per-video cap) and a count of rejection reasons."""
+    """Pairs of every shot (round-robin over shots up to the per-video cap, spread evenly over the
+    video when the cap cannot take a pair from every shot) and a count of rejection reasons."""
     why: Counter = Counter()
     per_shot: list[list[PairChoice]] = []
     pos = {int(i): k for k, i in enumerate(grid_index)}
@@ -68,9 +69,13 @@ def choose_pairs(shots: Shots, grid_index: np.ndarray, grid_images: list[np.ndar
         per_shot.append(_pairs_in_shot(shot, cands, pos, grid_images, times_s, cfg, why))
     chosen: list[PairChoice] = []
     for rank in range(cfg.max_pairs_per_shot):
-        for pairs in per_shot:
-            if rank < len(pairs) and len(chosen) < cfg.max_pairs_per_video:
-                chosen.append(pairs[rank])
+        ready = [pairs[rank] for pairs in per_shot if rank < len(pairs)]
+        budget = cfg.max_pairs_per_video - len(chosen)
+        if budget <= 0 or not ready:
+            break
+        if len(ready) > budget:  # spread over the whole video: the first shots alone would bias long videos
+            ready = [ready[k] for k in np.unique(np.round(np.linspace(0, len(ready) - 1, budget)).astype(int))]
+        chosen += ready
     chosen.sort(key=lambda p: (p.shot, p.pair))
     return chosen, why
 
