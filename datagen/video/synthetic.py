@@ -97,6 +97,7 @@ def write_video(
     rotation_deg: int = 0,
     seed: int = 0,
     codec_options: dict[str, str] | None = None,
+    pix_fmt: str = "yuv420p",
 ) -> Truth:
     """Encode `segments` into `path`; `vfr_jitter` > 0 makes frame durations vary (variable frame rate).
 
@@ -109,7 +110,7 @@ def write_video(
     time_base = Fraction(1, fps * 1000)
     with av.open(path, "w") as out:
         stream = out.add_stream(codec, rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         stream.time_base = stream.codec_context.time_base = time_base  # fine clock: VFR timestamps survive
         if codec == "libx264":
             stream.options = {"crf": "20", "preset": "veryfast", **(codec_options or {})}

@@ -45,18 +45,28 @@ def test_scan_skips_non_reference_frames(tmp_path):
     assert full.decoded_frames == info.num_frames
 
 
-@pytest.mark.parametrize("name", ["box.mp4", "Megamind.avi", "tree.avi"])
-def test_kept_frames_equal_a_fresh_full_quality_decode(name):
+SYNTHETIC_FORMATS = {  # kept in their own format (full-range JPEG too), or as RGB (10-bit, 4:2:2)
+    "mjpeg.avi": dict(codec="mjpeg", pix_fmt="yuvj420p"),
+    "10bit.mp4": dict(pix_fmt="yuv420p10le"),
+    "422.mp4": dict(pix_fmt="yuv422p"),
+}
+
+
+@pytest.mark.parametrize("name", ["box.mp4", "Megamind.avi", "tree.avi", *SYNTHETIC_FORMATS])
+def test_kept_frames_equal_a_fresh_full_quality_decode(name, tmp_path):
     """The pairs stage uses the scan's copies instead of decoding: they must be the very same pixels."""
-    path = str(ASSETS / name)
+    if name in SYNTHETIC_FORMATS:
+        path = write_video(tmp_path / name, [Segment("pan", 60, speed_px=2, seed=1)], **SYNTHETIC_FORMATS[name]).path
+    else:
+        path = str(ASSETS / name)
     info = probe(path)
-    seen = scan(path, info, ScanConfig(frame_short_side_px=200, frame_max_long_side_px=400))
+    seen = scan(path, info, ScanConfig(frame_short_side_px=160, frame_max_long_side_px=400))
     assert sorted(seen.kept) == seen.grid_index.tolist()
     wanted = seen.grid_index[1:-1:3].tolist()
-    fresh = decode_frames(path, info, wanted, 200, 400)
+    fresh = decode_frames(path, info, wanted, 160, 400)
     for i in wanted:
         kept = sample_rgb(seen.kept[i], info.rotation_deg)
-        assert kept.shape[:2] == fresh[i].shape[:2] and min(kept.shape[:2]) <= 200
+        assert kept.shape[:2] == fresh[i].shape[:2] and min(kept.shape[:2]) <= 160
         assert np.array_equal(kept, fresh[i]), i
 
 
@@ -78,3 +88,23 @@ def test_rotated_stream_decodes_upright(tmp_path):
         b = decode_frames(turned.path, info_t, [5], 512, 1024, decoder=decoder)[5]
         assert b.shape == (320, 192, 3)
         assert np.array_equal(np.rot90(a, 3), b)  # 270 degrees counter-clockwise
+
+
+@pytest.mark.parametrize("name", ["Megamind.avi", *SYNTHETIC_FORMATS])
+def test_kept_frames_at_source_size_are_pyavs_own_rgb(name, tmp_path):
+    """Keeping a frame (own pixel format, colour space and range carried along) and converting
+    it later gives exactly the RGB of converting the decoded frame at once."""
+    import av
+
+    from datagen.video.decode import _frame_index
+
+    if name in SYNTHETIC_FORMATS:
+        path = write_video(tmp_path / name, [Segment("pan", 36, speed_px=2, seed=1)], **SYNTHETIC_FORMATS[name]).path
+    else:
+        path = str(ASSETS / name)
+    info = probe(path)
+    seen = scan(path, info, ScanConfig(frame_short_side_px=4096, frame_max_long_side_px=4096))
+    with av.open(path) as container:
+        direct = {_frame_index(info, f): f.to_ndarray(format="rgb24") for f in container.decode(video=0)}
+    for i, kept in seen.kept.items():
+        assert np.array_equal(sample_rgb(kept, 0), direct[i]), i
