@@ -3,7 +3,9 @@
 One decode pass (reference frames only; see datagen/video/decode.py) feeds everything the
 first half needs: shot boundaries here; the motion measurements of the pairs stage, which
 receives the small analysis images of the time grid in `scan_arrays`; and the sample-quality
-copies of those grid frames, so the pairs stage does not decode the video again.
+copies of those grid frames, so the pairs stage does not decode the video again. With
+equal resources Ray Data fuses ingest, shots and pairs into one task, so those copies
+(bounded by `scan.keep_frames_mb`) pass in memory and never cross the object store.
 Output columns: `shots_json` = {"cuts": [frame...], "shots": [{shot, start_frame,
 end_frame, start_s, end_s, fade_in, fade_out}], "unusable": {frame: black|blown|
 transient|fade}, "brightness": {frame: 0-1}, "decoded_frames": n}; `scan_arrays` (bytes, see pack_arrays:
