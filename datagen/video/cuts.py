@@ -47,17 +47,9 @@ class Shots:
     brightness: dict[int, float] = field(default_factory=dict)  # frame index -> mean luma 0-1
 
 
-def _change(a: np.ndarray, b: np.ndarray, cfg: CutConfig) -> float:
-    """1 - normalised cross-correlation of two thumbnails (0 same picture, ~1 unrelated)."""
-    a32, b32 = a.astype(np.float32).ravel(), b.astype(np.float32).ravel()
-    sa, sb = float(a32.std()), float(b32.std())
-    if sa < cfg.flat_std or sb < cfg.flat_std:
-        return 1.0 if abs(float(a32.mean()) - float(b32.mean())) / 255.0 > cfg.flat_mean_jump else 0.0
-    return 1.0 - float(np.mean((a32 - a32.mean()) * (b32 - b32.mean()))) / (sa * sb)
-
-
 def _changes(a: np.ndarray, b: np.ndarray, cfg: CutConfig) -> np.ndarray:
-    """`_change` of each row of `a` (n, p) against the same row of `b`, vectorised (float32 thumbnails)."""
+    """1 - normalised cross-correlation of each row of `a` (n, p) with the same row of `b` (0 same
+    picture, ~1 unrelated); rows that are flat (no texture) compare their means instead."""
     ma, mb = a.mean(1), b.mean(1)
     sa, sb = a.std(1), b.std(1)
     flat = (sa < cfg.flat_std) | (sb < cfg.flat_std)
@@ -113,7 +105,8 @@ def _place_cut(before: int, after: int, refine, cfg: CutConfig) -> int:
     idx = sorted(window)
     if len(idx) < 2:
         return after
-    jumps = [_change(window[idx[i - 1]], window[idx[i]], cfg) for i in range(1, len(idx))]
+    thumbs = np.stack([window[i] for i in idx]).reshape(len(idx), -1).astype(np.float32)
+    jumps = _changes(thumbs[:-1], thumbs[1:], cfg)
     return idx[int(np.argmax(jumps)) + 1]
 
 

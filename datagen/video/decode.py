@@ -151,7 +151,8 @@ def keep_frame(frame: av.VideoFrame, size: tuple[int, int]) -> KeptFrame:
 def sample_rgb(kept: KeptFrame, rotation_deg: int) -> np.ndarray:
     """Upright RGB of a kept frame: the one conversion every sample frame goes through."""
     frame = av.VideoFrame.from_ndarray(kept.pixels, format=kept.format)
-    assert (frame.width, frame.height) == kept.size, (frame.width, frame.height, kept.size)
+    if (frame.width, frame.height) != kept.size:
+        raise ValueError(f"kept frame is {frame.width}x{frame.height}, its record says {kept.size}")
     frame.colorspace, frame.color_range = kept.colorspace, kept.color_range
     rgb = frame.to_ndarray(format="rgb24", threads=1)
     k = (rotation_deg % 360) // 90

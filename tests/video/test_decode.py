@@ -52,13 +52,17 @@ SYNTHETIC_FORMATS = {  # kept in their own format (full-range JPEG too), or as R
 }
 
 
+def clip_path(name: str, tmp_path) -> str:
+    """A bundled clip, or a short synthetic pan in one of SYNTHETIC_FORMATS."""
+    if name in SYNTHETIC_FORMATS:
+        return write_video(tmp_path / name, [Segment("pan", 48, speed_px=2, seed=1)], **SYNTHETIC_FORMATS[name]).path
+    return str(ASSETS / name)
+
+
 @pytest.mark.parametrize("name", ["box.mp4", "Megamind.avi", "tree.avi", *SYNTHETIC_FORMATS])
 def test_kept_frames_equal_a_fresh_full_quality_decode(name, tmp_path):
     """The pairs stage uses the scan's copies instead of decoding: they must be the very same pixels."""
-    if name in SYNTHETIC_FORMATS:
-        path = write_video(tmp_path / name, [Segment("pan", 60, speed_px=2, seed=1)], **SYNTHETIC_FORMATS[name]).path
-    else:
-        path = str(ASSETS / name)
+    path = clip_path(name, tmp_path)
     info = probe(path)
     seen = scan(path, info, ScanConfig(frame_short_side_px=160, frame_max_long_side_px=400))
     assert sorted(seen.kept) == seen.grid_index.tolist()
@@ -98,10 +102,7 @@ def test_kept_frames_at_source_size_are_pyavs_own_rgb(name, tmp_path):
 
     from datagen.video.decode import _frame_index
 
-    if name in SYNTHETIC_FORMATS:
-        path = write_video(tmp_path / name, [Segment("pan", 36, speed_px=2, seed=1)], **SYNTHETIC_FORMATS[name]).path
-    else:
-        path = str(ASSETS / name)
+    path = clip_path(name, tmp_path)
     info = probe(path)
     seen = scan(path, info, ScanConfig(frame_short_side_px=4096, frame_max_long_side_px=4096))
     with av.open(path) as container:
