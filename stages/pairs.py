@@ -36,13 +36,14 @@ class PairsConfig:
     max_long_side_px: int = 1024  # caps ultra-wide frames at 2:1 of the short side
     image_format: Literal["jpg", "png"] = "jpg"  # JPEG: ~10x smaller shards; PNG when lossless targets matter
     jpeg_quality: int = 92  # visually lossless for training targets, ~2x smaller than 100
-    # pyav: one seek per GOP, skips non-reference frames as the scan did, frames named by timestamp.
-    # decord: random access by index, cannot skip; identical pixels on clean streams, but its indices
-    # drift by one after a packet that yields no picture (box.mp4), so it is not the default
+    # pyav: the scan's kept copies; frames past its memory bound are decoded again (one seek per
+    # GOP, frames named by timestamp) to the same pixels. decord: every chosen frame is decoded by
+    # index instead (kept copies unused, scaled by OpenCV); its indices drift by one after a
+    # packet that yields no picture (box.mp4), so it is not the default
     decoder: Literal["pyav", "decord"] = "pyav"
     storage_options: dict[str, Any] = field(default_factory=dict)
     opencv_threads: int = 1  # Ray runs a worker per CPU; OpenCV's own thread pool would only add contention
-    # one video per batch: decoding ~2-32 frames and encoding them takes ~0.1-1 s
+    # one video per batch: converting and encoding ~2-32 frames takes ~0.05-0.5 s
     resources: Resources = field(default_factory=lambda: Resources(num_cpus=1, batch_size=1, concurrency=2))
 
 

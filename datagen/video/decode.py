@@ -1,7 +1,7 @@
 """Decoding, paid for once: one pass decides and keeps what the samples need.
 
 - `scan`: the one pass over a video. PyAV decodes only reference frames (non-reference
-  B-frames are skipped inside the decoder) and reads the luma plane of each for a tiny
+  B-frames are skipped inside the decoder, except just before keyframes) and reads the luma plane of each for a tiny
   thumbnail (shot decisions) and, on a regular time grid, a small analysis image (motion
   decisions). Grid frames are the only frames a pair can use, so the scan also keeps a
   sample-quality copy of each, already scaled to the sample size in its own pixel format:
