@@ -1,0 +1,54 @@
+"""Every failure reason a stage may record, and its kind: the one table of them.
+
+A `permanent` reason says the input is bad (the file, the pair, the model's answer after
+its retries): it is recorded once and the pair counts as done. A `transient` reason says
+the world failed (a service, a GPU, storage, an actor): the pair is retried inside the
+run, and left undone for the next run when it still fails. `tests/schemas/test_reasons.py`
+fails when a stage emits a reason that is not declared here.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+Kind = Literal["permanent", "transient"]
+PERMANENT: Kind = "permanent"
+TRANSIENT: Kind = "transient"
+
+REASONS: dict[str, Kind] = {
+    # ingest: the file itself
+    "not_found": PERMANENT,
+    "empty_file": PERMANENT,
+    "not_a_video": PERMANENT,
+    "truncated": PERMANENT,
+    "audio_only": PERMANENT,
+    "unsupported_codec": PERMANENT,
+    "absurd_dimensions": PERMANENT,
+    "decode_error": PERMANENT,
+    "probe_error": PERMANENT,
+    "duplicate_video": PERMANENT,
+    # shots / pairs
+    "shots_error": PERMANENT,
+    "no_pairs": PERMANENT,
+    "pairs_error": PERMANENT,
+    # caption: the model's answer, after its retries
+    "bad_image": PERMANENT,
+    "refusal": PERMANENT,
+    "invalid_json": PERMANENT,
+    "missing_fields": PERMANENT,
+    "box_out_of_range": PERMANENT,
+    "bad_field": PERMANENT,
+    # segment / depth
+    "bad_caption": PERMANENT,
+    "bad_output": PERMANENT,
+    # the world failed
+    "backend_error": TRANSIENT,
+    "model_error": TRANSIENT,
+}
+
+
+def kind_of(reason: str) -> Kind:
+    """The kind of a declared reason; an undeclared one is a bug in the stage that emitted it."""
+    try:
+        return REASONS[reason]
+    except KeyError:
+        raise KeyError(f"failure reason {reason!r} is not declared in schemas/reasons.py") from None
