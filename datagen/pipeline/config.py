@@ -74,15 +74,25 @@ class PipelineConfig:
                                 f"labels; add it to labels or set assemble.tasks.{task}: 0")
 
     def output_fingerprint(self) -> str:
-        """Hash of everything that decides which samples a run writes (not where or how fast)."""
-        data = to_dict(self)
-        data.pop("ray")
-        return hashlib.sha256(json.dumps(_drop_resources(data), sort_keys=True).encode()).hexdigest()[:16]
+        """Hash of everything that decides which samples a run writes: models, revisions,
+        prompts, parameters. Not where they are served or stored, nor how fast: a resume
+        may find its caption server on another host, or more actors."""
+        data = {k: v for k, v in to_dict(self).items() if k not in SERVING_SECTIONS}
+        return hashlib.sha256(json.dumps(_drop_serving(data), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _drop_resources(d: Any) -> Any:
+# Where and how fast samples are made, not which: left out of the fingerprint.
+SERVING_SECTIONS = ("ray", "write")  # the cluster; shard sizes, write batching and storage retries
+SERVING_KEYS = frozenset({
+    "resources", "device", "opencv_threads",  # actors, GPUs, threads
+    "endpoints", "api_key_env", "requests_in_flight", "request_timeout_s", "retry_backoff_s",  # the caption server
+    "storage_options",  # endpoints and credentials of the object store
+})
+
+
+def _drop_serving(d: Any) -> Any:
     if isinstance(d, dict):
-        return {k: _drop_resources(v) for k, v in d.items() if k != "resources"}
+        return {k: _drop_serving(v) for k, v in d.items() if k not in SERVING_KEYS}
     return d
 
 

@@ -22,11 +22,14 @@ from datagen.config import to_dict
 from datagen.io.storage import Location
 from datagen.io.tables import compute_stats, read_failures, write_stats
 from datagen.pipeline.config import PipelineConfig
+from datagen.io.faults import StorageFailed
 from datagen.pipeline.commit import clean_partial_writes
+from datagen.pipeline.outcome import run_outcome
 from datagen.pipeline.progress import ResumeState, read_progress
 from datagen.pipeline.sink import DatasetSink
 from schemas import columns as C
 from schemas.members import pair_key
+from schemas.reasons import PERMANENT, REASONS
 from stages.assemble import AssembleStage
 from stages.base import Resources, Stage
 from stages.caption import CaptionStage
@@ -211,14 +214,35 @@ def stage_yields(loc: Location, videos_in: int, labels: list[str]) -> dict[str, 
     return out
 
 
-def run_pipeline(cfg: PipelineConfig, inputs: list[str], output: str, *, console=None) -> RunSummary:
-    import ray
+def _storage_failure(e: BaseException | None) -> StorageFailed | None:
+    """The StorageFailed a write task raised, through Ray's wrappers (`cause`, `__cause__`)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if type(e) is StorageFailed:  # not Ray's RayTaskError subclass of it, whose text is a traceback
+            return e
+        e = getattr(e, "cause", None) or e.__cause__ or e.__context__
+    return None
 
+
+def permanent_reasons(names: list[str]) -> frozenset[str]:
+    """`--retry-failed` values: declared permanent reasons (transient ones are retried anyway)."""
+    for name in names:
+        if REASONS.get(name) != PERMANENT:
+            why = "is transient: every run retries those" if name in REASONS else "is not a failure reason"
+            raise UserError(f"--retry-failed {name!r} {why}; permanent reasons: "
+                            f"{', '.join(r for r, k in REASONS.items() if k == PERMANENT)}")
+    return frozenset(names)
+
+
+def run_pipeline(cfg: PipelineConfig, inputs: list[str], output: str, *, console=None,
+                 retry_failed: list[str] = ()) -> RunSummary:
     t0 = time.time()
+    reopen = permanent_reasons(list(retry_failed))
     loc = Location.parse(output)
     run, resumed = check_run_config(loc, cfg)
     removed = clean_partial_writes(loc, run["attempt_ids"])
-    state = ResumeState.load(loc)
+    state = ResumeState.load(loc, reopen)
     sources = source_rows(inputs)
     if console:
         what = f"resuming (attempt {run['attempts']}): {len(state.done_pairs)} pairs and " \
@@ -230,8 +254,15 @@ def run_pipeline(cfg: PipelineConfig, inputs: list[str], output: str, *, console
     sink = DatasetSink(output, cfg.write.limits, cfg.write.min_rows_per_write,
                        attempt=run["attempt"],
                        storage_retries=cfg.write.storage_retries, storage_backoff_s=cfg.write.storage_backoff_s)
-    ds.write_datasink(sink)
+    try:
+        ds.write_datasink(sink)
+    except Exception as e:
+        failure = _storage_failure(e)
+        if failure is None:
+            raise
+        raise failure from None  # a full or unreachable store: its one-line message, not Ray's traceback
     stats = compute_stats(loc, stage_yields(loc, len(sources), cfg.labels),
-                          {"smoke": cfg.smoke, "config_fingerprint": run["fingerprint"], "attempts": run["attempts"]})
+                          {"smoke": cfg.smoke, "config_fingerprint": run["fingerprint"], "attempts": run["attempts"],
+                           "outcome": run_outcome(loc)})
     write_stats(loc, stats)
     return RunSummary(loc.url, stats, time.time() - t0, resumed)
