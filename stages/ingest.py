@@ -1,6 +1,6 @@
 """ingest: video URIs -> video rows with a content id and probe facts; bad files marked failed.
 
-Input rows carry `video_uri` (see `source_rows`). Output adds `video_id` (hash of size and
+Input rows carry `video_uri` (see `source_dataset`, or `source_rows` for small inputs). Output adds `video_id` (hash of size and
 first/last MiB, read through fsspec, so a renamed or re-uploaded file keeps its id),
 `probe_json` (codec, size, rotation, fps, vfr, duration, frame count, bit depth) and
 `frame_table` (the per-frame timestamps, which is what frame indices mean downstream).
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterable
 
 from datagen.video.probe import ProbeLimits, VideoError, local_path, probe, video_id
-from datagen.video.sources import expand_sources
+from datagen.video.sources import SourceListing, check_sources, expand_sources
 from schemas.columns import VIDEO_ID, VIDEO_URI
 from stages.base import Resources, Stage, fail
 
@@ -31,8 +31,15 @@ class IngestConfig:
 
 
 def source_rows(inputs: str | Iterable[str], **storage_options) -> list[dict[str, Any]]:
-    """Rows for the ingest stage from the user's `--input` sources (dirs, globs, list files, s3:// prefixes)."""
+    """Rows for the ingest stage from small `--input` sources, in memory (tests, benches)."""
     return [{VIDEO_URI: uri} for uri in expand_sources(inputs, **storage_options)]
+
+
+def source_dataset(inputs: str | Iterable[str], **storage_options):
+    """A Ray Dataset of rows for the ingest stage: every source listed page by page inside
+    Ray read tasks (dirs, globs, list files, s3:// prefixes); the driver holds no list."""
+    inputs = [inputs] if isinstance(inputs, str) else list(inputs)
+    return SourceListing(check_sources(inputs, storage_options), storage_options).dataset()
 
 
 class IngestStage(Stage):

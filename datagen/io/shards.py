@@ -28,7 +28,7 @@ from schemas.sample import Sample
 from schemas.tables import FAILURE_FIELDS, FAILURES_SCHEMA, MANIFEST_SCHEMA
 from schemas.tasks import TASK_BY_ID
 
-SHARDS_DIR, MANIFEST_DIR, FAILURES_DIR = "shards", "manifest", "failures"
+SHARDS_DIR, MANIFEST_DIR, FAILURES_DIR, PROGRESS_DIR = "shards", "manifest", "failures", "progress"
 _TAR_BLOCK = 512
 _TAR_TRAILER = 2 * _TAR_BLOCK + tarfile.RECORDSIZE  # end-of-archive blocks + worst-case record padding
 _MTIME = 1_700_000_000  # fixed: deterministic shard bytes

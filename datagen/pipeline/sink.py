@@ -76,9 +76,10 @@ def committed_by_prefix(loc: Location, prefix: str) -> frozenset[str]:
 class DatasetSink(Datasink):
     """Ray Data sink: each write task writes its own shards under a unique prefix."""
 
-    def __init__(self, url: str, limits: ShardLimits, skip_keys: frozenset[str], min_rows_per_write: int,
+    def __init__(self, url: str, limits: ShardLimits, resume: Any, min_rows_per_write: int,
                  attempt: str | None = None):
-        self.url, self.limits, self.skip_keys = url, limits, skip_keys
+        # resume: asked which of a write task's sample keys are already committed (progress.py)
+        self.url, self.limits, self.resume = url, limits, resume
         self._min_rows = min_rows_per_write
         self.attempt = attempt or uuid.uuid4().hex[:6]  # distinct per run attempt: no name clash after a resume
         self.totals: Counter = Counter()
@@ -90,9 +91,12 @@ class DatasetSink(Datasink):
     def write(self, blocks, ctx) -> dict[str, Any]:
         loc = Location.parse(self.url)
         prefix = f"{self.attempt}-{ctx.task_idx:05d}-"
-        rows = (r for b in blocks for r in BlockAccessor.for_block(b).to_arrow().to_pylist())
+        tables = [BlockAccessor.for_block(b).to_arrow() for b in blocks]
+        keys = [k for t in tables if "key" in t.column_names for k in t.column("key").to_pylist() if k]
+        earlier = {k for k, c in zip(keys, self.resume.committed(keys)) if c} if self.resume is not None else set()
+        rows = (r for t in tables for r in t.to_pylist())
         return write_rows(loc, rows, prefix=prefix, limits=self.limits,
-                          skip_keys=self.skip_keys | committed_by_prefix(loc, prefix))
+                          skip_keys=frozenset(earlier) | committed_by_prefix(loc, prefix))
 
     def on_write_complete(self, write_result) -> None:
         for r in write_result.write_returns:

@@ -91,7 +91,7 @@ def test_retried_write_task_skips_what_its_first_attempt_committed(tmp_path, mon
 
     loc = Location.parse(str(tmp_path))
     rows = assembled(range(2))
-    sink = DatasetSink(str(tmp_path), ShardLimits(max_samples=4), frozenset(), 10, attempt="001a")
+    sink = DatasetSink(str(tmp_path), ShardLimits(max_samples=4), None, 10, attempt="001a")
     block = pa.Table.from_pylist(rows)
     monkeypatch.setattr("datagen.pipeline.sink.write_progress",
                         lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt("node died")))
