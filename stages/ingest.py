@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterable
 
 from datagen.video.probe import ProbeLimits, VideoError, local_path, probe, video_id
-from datagen.video.sources import SourceListing, check_sources, expand_sources
+from datagen.video.sources import SourceListing, expand_sources
 from schemas.columns import VIDEO_ID, VIDEO_URI
 from stages.base import Resources, Stage, fail
 
@@ -35,11 +35,10 @@ def source_rows(inputs: str | Iterable[str], **storage_options) -> list[dict[str
     return [{VIDEO_URI: uri} for uri in expand_sources(inputs, **storage_options)]
 
 
-def source_dataset(inputs: str | Iterable[str], **storage_options):
-    """A Ray Dataset of rows for the ingest stage: every source listed page by page inside
-    Ray read tasks (dirs, globs, list files, s3:// prefixes); the driver holds no list."""
-    inputs = [inputs] if isinstance(inputs, str) else list(inputs)
-    return SourceListing(check_sources(inputs, storage_options), storage_options).dataset()
+def source_dataset(inputs: list[str], **storage_options):
+    """A Ray Dataset of rows for the ingest stage: every source (checked with `check_sources`
+    first) listed page by page inside Ray read tasks; the driver holds no list."""
+    return SourceListing(inputs, storage_options).dataset()
 
 
 class IngestStage(Stage):
@@ -57,8 +56,8 @@ class IngestStage(Stage):
         opts = self.config.storage_options
         row.update({VIDEO_ID: None, PROBE: None, FRAME_TABLE: None})
         try:
-            row[VIDEO_ID] = video_id(uri, **opts)
-            with local_path(uri, **opts) as path:
+            with local_path(uri, **opts) as path:  # fetched once: the id is hashed from the same copy
+                row[VIDEO_ID] = video_id(path)
                 info = probe(path, self.config.limits)
         except FileNotFoundError as e:
             return fail(row, self.name, "not_found", f"{uri}: {e}")

@@ -76,6 +76,7 @@ def _read_part(loc: Location, rel: str, schema: pa.Schema) -> pa.Table:
 def _sizes(loc: Location, folder: str) -> dict[str, int]:
     """Sizes of the folder's parts from one listing (no request per file)."""
     base = loc.root.rstrip("/") + "/"
+    loc.fs.invalidate_cache()  # object-store listings are cached per process; workers wrote here
     try:
         entries = loc.fs.ls(loc.path(folder), detail=True)
     except FileNotFoundError:

@@ -10,6 +10,7 @@ from typing import Any
 from datagen import UserError
 from datagen.config import apply_overrides, from_dict, load_yaml, to_dict
 from datagen.io.shards import ShardLimits
+from datagen.redact import redact
 from stages.assemble import TASK_LABELS, AssembleConfig
 from stages.caption import CaptionConfig
 from stages.depth import DepthConfig
@@ -71,8 +72,9 @@ class PipelineConfig:
                                 f"labels; add it to labels or set assemble.tasks.{task}: 0")
 
     def output_fingerprint(self) -> str:
-        """Hash of everything that decides which samples a run writes (not where or how fast)."""
-        data = to_dict(self)
+        """Hash of everything that decides which samples a run writes (not where or how fast,
+        nor with which credentials: rotating a key must not block a resume)."""
+        data = redact(to_dict(self))
         data.pop("ray")
         return hashlib.sha256(json.dumps(_drop_resources(data), sort_keys=True).encode()).hexdigest()[:16]
 

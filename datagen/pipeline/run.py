@@ -19,13 +19,14 @@ import yaml
 
 from datagen import UserError
 from datagen.config import to_dict
+from datagen.redact import redact
 from datagen.io.compact import TABLES, compact_dataset, finish_pending
 from datagen.io.storage import Location
 from datagen.io.tables import compute_stats, read_failures, write_stats
 from datagen.pipeline.config import PipelineConfig
 from datagen.pipeline.progress import ResumeClient, ResumeState, clean_partial_writes, read_progress
 from datagen.pipeline.sink import DatasetSink
-from datagen.video.sources import SOURCE_POS
+from datagen.video.sources import SOURCE_POS, check_sources
 from schemas import columns as C
 from schemas.members import pair_key
 from stages.assemble import AssembleStage
@@ -204,7 +205,7 @@ def check_run_config(loc: Location, cfg: PipelineConfig) -> tuple[dict, bool]:
     run = run or {"fingerprint": fp, "attempts": 0}
     run["attempts"] += 1
     loc.makedirs()
-    loc.write_bytes(CONFIG_FILE, yaml.safe_dump(to_dict(cfg), sort_keys=False).encode())
+    loc.write_bytes(CONFIG_FILE, yaml.safe_dump(redact(to_dict(cfg)), sort_keys=False).encode())
     loc.write_bytes(RUN_FILE, json.dumps(run, indent=2).encode())
     return run, resumed
 
@@ -232,9 +233,10 @@ def run_pipeline(cfg: PipelineConfig, inputs: list[str], output: str, *, console
     for folder in TABLES:  # a compaction killed in the last run is finished before anything reads
         finish_pending(loc, folder)
     removed = clean_partial_writes(loc)
-    sources = [str(s) for s in ([inputs] if isinstance(inputs, str) else inputs)]
+    opts = cfg.ingest.storage_options
+    sources = check_sources([inputs] if isinstance(inputs, str) else inputs, opts)
     init_ray(cfg)
-    ds = build_dataset(cfg, source_dataset(sources, **cfg.ingest.storage_options), resume := ResumeClient.start(output))
+    ds = build_dataset(cfg, source_dataset(sources, **opts), resume := ResumeClient.start(output))
     if console:
         done = resume.summary()
         what = f"resuming (attempt {run['attempts']}): {done['pairs_done']} pairs and " \

@@ -29,6 +29,9 @@ VIDEO_EXTENSIONS = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".mpg", ".m
 LIST_EXTENSIONS = (".txt", ".csv", ".parquet")
 URI_COLUMNS = ("video_uri", "uri", "path", "url")
 PAGE_ROWS = 1000  # one S3 ListObjectsV2 page; a block of this many URIs is a few tens of kB
+# rows per block handed to ingest: enough blocks that its tasks run in parallel on a small
+# corpus, few enough that a million videos are not a million blocks
+BLOCK_ROWS = 64
 SOURCE_POS = "source_pos"  # "{source index}:{row index}": where a URI was listed (repeat listings are dropped)
 
 
@@ -192,8 +195,10 @@ class SourceListing:
                 def read(i: int, src: str):
                     row = 0
                     for page in iter_source_pages(src, opts):
-                        yield pa.table({"video_uri": page, SOURCE_POS: [f"{i}:{row + j}" for j in range(len(page))]})
-                        row += len(page)
+                        for at in range(0, len(page), BLOCK_ROWS):
+                            uris = page[at:at + BLOCK_ROWS]
+                            yield pa.table({"video_uri": uris, SOURCE_POS: [f"{i}:{row + j}" for j in range(len(uris))]})
+                            row += len(uris)
 
                 meta = BlockMetadata(num_rows=None, size_bytes=None, input_files=None, exec_stats=None)
                 return [ReadTask(lambda i=i, src=src: read(i, src), meta) for i, src in enumerate(sources)]
