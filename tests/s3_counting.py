@@ -2,7 +2,8 @@
 
 Run as `python -m tests.s3_counting PORT`. Every request is counted by bucket and kind
 (GET, HEAD, PUT, POST, DELETE, COPY, LIST for a bucket-level GET), also per object
-extension ("PUT .tar"), with the bytes sent and received; `GET /_counts` returns the counts as JSON, `POST /_counts/reset` zeroes them.
+extension ("PUT .tar"), with the bytes sent and received; `GET /_counts` returns the counts as JSON, `POST /_counts/reset` zeroes them, and
+`POST /_populate?bucket=&prefix=&n=` fills a bucket with n tiny objects without n requests.
 Clients use path-style URLs (botocore does for an IP endpoint), so the bucket is the first
 path segment. Used by the S3 tests and bench/scale.py.
 """
@@ -20,6 +21,7 @@ from typing import Iterator
 from urllib.request import Request, urlopen
 
 COUNTS_PATH = "/_counts"
+POPULATE_PATH = "/_populate"
 
 
 class CountingApp:
@@ -30,6 +32,13 @@ class CountingApp:
 
     def __call__(self, environ, start_response):
         path = environ.get("PATH_INFO", "")
+        if path == POPULATE_PATH:  # bench set-up: objects straight into moto's store, not counted
+            from urllib.parse import parse_qs
+
+            q = {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
+            _populate(q["bucket"], q["prefix"], int(q["n"]))
+            start_response("200 OK", [("Content-Length", "0")])
+            return [b""]
         if path.startswith(COUNTS_PATH):
             with self.lock:
                 if environ["REQUEST_METHOD"] == "POST":
@@ -60,6 +69,22 @@ class CountingApp:
             close = getattr(chunks, "close", None)
             if close:
                 close()
+
+
+def _populate(bucket: str, prefix: str, n: int) -> None:
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.s3.models import s3_backends
+
+    backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
+    for i in range(n):
+        backend.put_object(bucket, f"{prefix}{i:08d}.mp4", b"x", disable_notification=True)
+
+
+def populate(endpoint: str, bucket: str, prefix: str, n: int) -> None:
+    """Create `n` one-byte objects `{prefix}{i:08d}.mp4` in an existing bucket, fast (no HTTP per object)."""
+    with urlopen(Request(f"{endpoint}{POPULATE_PATH}?bucket={bucket}&prefix={prefix}&n={n}", method="POST", data=b""),
+                 timeout=600) as r:
+        r.read()
 
 
 def serve(port: int) -> None:

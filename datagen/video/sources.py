@@ -79,6 +79,9 @@ def iter_source_pages(src: str, storage_options: dict) -> Iterator[list[str]]:
 
     if any(ch in path for ch in "*?["):
         pages = _pages(uri(p) for p in fs.glob(path) if fs.isfile(p))
+    elif not local and hasattr(fs, "_iterdir") and not path.lower().endswith(VIDEO_EXTENSIONS + LIST_EXTENSIONS):
+        # an S3 prefix: listed straight away (an isdir check would list the whole prefix once more)
+        pages = _pages(uri(p) for p in _s3_keys(fs, path) if p.lower().endswith(VIDEO_EXTENSIONS))
     elif fs.isdir(path):
         pages = _pages(uri(p) for p in _walk(fs, path, local) if p.lower().endswith(VIDEO_EXTENSIONS))
     elif not fs.exists(path):
@@ -110,13 +113,11 @@ def _walk(fs, path: str, local: bool) -> Iterator[str]:
             for f in sorted(files):
                 yield os.path.join(d, f)
         return
-    if hasattr(fs, "_iterdir"):  # s3fs: ListObjectsV2 pages without a delimiter, i.e. recursive
-        yield from _s3_keys(fs, path)
-        return
     yield from fs.find(path)
 
 
 def _s3_keys(fs, path: str) -> Iterator[str]:
+    """Keys under an S3 prefix, one ListObjectsV2 page (1000 keys) per request, no delimiter (recursive)."""
     from fsspec.asyn import sync
 
     bucket, _, prefix = path.partition("/")
