@@ -8,6 +8,10 @@ folder in groups of up to `target_bytes`, atomically and resumably:
 2. write the merged part `compacted-{hash of the inputs}.parquet` (atomic: complete or absent);
 3. delete the inputs, then the journal.
 
+The merged part's footer names every original part it holds (`compacted_from`): the
+commit protocol (pipeline/commit.py) knows a write attempt is committed by the name of
+its commit record, and that must survive the merge.
+
 Readers list parts through `parquet_parts`: while a journal's merged part exists, its
 inputs are hidden, so every state between the steps shows each row exactly once. A kill at
 any step is finished by the next compaction (or the next run, which compacts first): a
@@ -22,6 +26,7 @@ import posixpath
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from datagen.io.shards import FAILURES_DIR, MANIFEST_DIR, PROGRESS_DIR, write_parquet
@@ -30,6 +35,7 @@ from schemas.tables import FAILURES_SCHEMA, MANIFEST_SCHEMA, PROGRESS_SCHEMA
 
 JOURNAL = "_compaction.json"
 COMPACTED_PREFIX = "compacted-"
+COMPACTED_FROM_KEY = b"datagen.compacted_from"  # footer metadata: JSON list of the merged parts' names
 TABLES = {MANIFEST_DIR: MANIFEST_SCHEMA, FAILURES_DIR: FAILURES_SCHEMA, PROGRESS_DIR: PROGRESS_SCHEMA}
 TARGET_BYTES = 128 * 1024 * 1024  # a part this size reads at full disk/object-store speed; few per million rows
 
@@ -69,8 +75,19 @@ def finish_pending(loc: Location, folder: str) -> None:
 
 
 def _read_part(loc: Location, rel: str, schema: pa.Schema) -> pa.Table:
+    # through a dataset with the schema: parts written before a column was added read as nulls
+    return pads.dataset([loc.path(rel)], schema=schema, format="parquet", filesystem=loc.fs).to_table()
+
+
+def compacted_from(loc: Location, rel: str) -> list[str]:
+    """The names of the original parts a part holds: its own, or, for a compacted part, those
+    recorded in its footer (commit.py still needs the names of merged commit records)."""
+    name = posixpath.basename(rel)
+    if not name.startswith(COMPACTED_PREFIX):
+        return [name]
     with loc.open(rel) as f:
-        return pq.read_table(f, schema=schema)
+        meta = pq.ParquetFile(f).schema_arrow.metadata or {}
+    return json.loads(meta.get(COMPACTED_FROM_KEY, b"[]"))
 
 
 def _sizes(loc: Location, folder: str) -> dict[str, int]:
@@ -110,7 +127,8 @@ def compact_folder(loc: Location, folder: str, schema: pa.Schema, target_bytes: 
         output = posixpath.join(folder, f"{COMPACTED_PREFIX}{digest}.parquet")
         loc.write_bytes(f"{folder}/{JOURNAL}", json.dumps({"output": output, "inputs": inputs}).encode())
         table = pa.concat_tables(_read_part(loc, p, schema) for p in inputs)
-        write_parquet(loc, output, table)
+        names = [n for p in inputs for n in compacted_from(loc, p)]
+        write_parquet(loc, output, table.replace_schema_metadata({COMPACTED_FROM_KEY: json.dumps(names)}))
         for rel in inputs:
             loc.remove(rel)
         loc.remove(f"{folder}/{JOURNAL}")

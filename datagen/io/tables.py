@@ -31,6 +31,12 @@ def read_manifest(loc: Location) -> pa.Table:
     return read_table(loc, MANIFEST_DIR, MANIFEST_SCHEMA)
 
 
+def count_manifest_rows(loc: Location) -> int:
+    """Committed samples, from the parts' footers (no rows read)."""
+    files = [loc.path(p) for p in parquet_parts(loc, MANIFEST_DIR)]
+    return pads.dataset(files, format="parquet", filesystem=loc.fs).count_rows() if files else 0
+
+
 def read_failures(loc: Location) -> pa.Table:
     return read_table(loc, FAILURES_DIR, FAILURES_SCHEMA)
 

@@ -24,7 +24,7 @@ from datagen.io.shards import FAILURES_DIR, DatasetWriter, ShardLimits, manifest
 from datagen.io.storage import Location
 from datagen.io.tables import compute_stats, read_manifest, read_stats, write_stats
 from datagen.pipeline.config import PipelineConfig
-from datagen.pipeline.progress import clean_partial_writes
+from datagen.pipeline.commit import clean_partial_writes
 from datagen.prompts import context_prompt
 from schemas import columns as C
 from schemas.sample import Provenance, Sample

@@ -24,7 +24,8 @@ from datagen.io.compact import TABLES, compact_dataset, finish_pending
 from datagen.io.storage import Location
 from datagen.io.tables import compute_stats, read_failures, write_stats
 from datagen.pipeline.config import PipelineConfig
-from datagen.pipeline.progress import ResumeClient, ResumeState, clean_partial_writes, read_progress
+from datagen.pipeline.commit import clean_partial_writes
+from datagen.pipeline.progress import ResumeClient, ResumeState, read_progress
 from datagen.pipeline.sink import DatasetSink
 from datagen.video.sources import SOURCE_POS, check_sources
 from schemas import columns as C
@@ -204,6 +205,9 @@ def check_run_config(loc: Location, cfg: PipelineConfig) -> tuple[dict, bool]:
     resumed = run is not None
     run = run or {"fingerprint": fp, "attempts": 0}
     run["attempts"] += 1
+    # the write prefixes of this attempt start with its id: only these are ever rolled back
+    run["attempt"] = f"{run['attempts']:03d}{uuid.uuid4().hex[:4]}"
+    run["attempt_ids"] = [*run.get("attempt_ids", []), run["attempt"]]
     loc.makedirs()
     loc.write_bytes(CONFIG_FILE, yaml.safe_dump(redact(to_dict(cfg)), sort_keys=False).encode())
     loc.write_bytes(RUN_FILE, json.dumps(run, indent=2).encode())
@@ -232,7 +236,7 @@ def run_pipeline(cfg: PipelineConfig, inputs: list[str], output: str, *, console
     run, resumed = check_run_config(loc, cfg)
     for folder in TABLES:  # a compaction killed in the last run is finished before anything reads
         finish_pending(loc, folder)
-    removed = clean_partial_writes(loc)
+    removed = clean_partial_writes(loc, run["attempt_ids"])
     opts = cfg.ingest.storage_options
     sources = check_sources([inputs] if isinstance(inputs, str) else inputs, opts)
     init_ray(cfg)
@@ -243,8 +247,9 @@ def run_pipeline(cfg: PipelineConfig, inputs: list[str], output: str, *, console
                f"{done['samples_committed']} samples already committed, {len(removed)} partial files removed" \
             if resumed else "new run"
         console.print(f"datagen run: {len(sources)} source(s) -> {loc.url} ({what})", highlight=False)
-    sink = DatasetSink(output, cfg.write.limits, resume, cfg.write.min_rows_per_write,
-                       attempt=f"{run['attempts']:03d}{uuid.uuid4().hex[:4]}")
+    sink = DatasetSink(output, cfg.write.limits, cfg.write.min_rows_per_write,
+                       attempt=run["attempt"],
+                       storage_retries=cfg.write.storage_retries, storage_backoff_s=cfg.write.storage_backoff_s)
     ds.write_datasink(sink)
     videos_in = resume.summary()["videos_listed"]
     compact_dataset(loc)

@@ -2,8 +2,8 @@
 size, written with the project's own table writers: for resume tests and bench/scale.py.
 
 The layout is what a run leaves: one manifest part and one progress part per write task
-of `rows_per_part` samples. Optionally the last `pending_videos` videos have their samples
-committed but their pairs not marked done (a kill between the two).
+of `rows_per_part` samples. Optionally the last `pending_videos` videos have manifest rows
+but no progress rows (pairs a resume must redo).
 """
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from datagen.io.shards import MANIFEST_DIR, write_parquet
+from datagen.io.shards import MANIFEST_DIR, PROGRESS_DIR, write_parquet
 from datagen.io.storage import Location
-from datagen.pipeline.progress import PROGRESS_DIR
 from schemas.tables import MANIFEST_SCHEMA, PROGRESS_SCHEMA
 from schemas.tasks import TASK_BY_ID
 
@@ -54,16 +53,17 @@ def write_committed(loc: Location, samples: int, *, pairs_per_video: int = 4, ro
     }, schema=MANIFEST_SCHEMA)
     first_sample = (i % len(TASK_IDS)) == 0
     done = first_sample & (v < videos - pending_videos)
-    progress = pa.table({
-        "pair_key": pc.filter(pair, done), "video_id": pc.filter(vid, done), "video_uri": pc.filter(uri, done),
-        "pairs_in_video": pa.array(np.full(int(done.sum()), pairs_per_video, np.int32)),
-        "status": pa.array(["done"] * int(done.sum())),
-        "made": pa.array([[]] * int(done.sum()), pa.list_(pa.string())), "skipped_json": pa.nulls(int(done.sum()), pa.string()),
-    }, schema=PROGRESS_SCHEMA)
+    n_done = int(done.sum())
+    columns = {"pair_key": pc.filter(pair, done), "video_id": pc.filter(vid, done), "video_uri": pc.filter(uri, done),
+               "pairs_in_video": pa.array(np.full(n_done, pairs_per_video, np.int32)),
+               "status": pa.array(["done"] * n_done), "made": pa.array([[]] * n_done, pa.list_(pa.string()))}
+    # every other column (the failure reason, skipped tasks) is null for a done pair
+    progress = pa.Table.from_arrays([columns.get(f.name, pa.nulls(n_done, f.type)) for f in PROGRESS_SCHEMA],
+                                    schema=PROGRESS_SCHEMA)
     pairs_per_part = rows_per_part // len(TASK_IDS)
     for n, at in enumerate(range(0, samples, rows_per_part)):
         write_parquet(loc, f"{MANIFEST_DIR}/synthetic-{n:06d}.parquet", manifest.slice(at, rows_per_part))
     for n, at in enumerate(range(0, progress.num_rows, pairs_per_part)):
         write_parquet(loc, f"{PROGRESS_DIR}/synthetic-{n:06d}.parquet", progress.slice(at, pairs_per_part))
     return {"samples": samples, "videos": videos, "pairs_done": progress.num_rows,
-            "videos_done": videos - pending_videos, "pending_keys": samples - progress.num_rows * len(TASK_IDS)}
+            "videos_done": videos - pending_videos}

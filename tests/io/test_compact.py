@@ -12,16 +12,20 @@ from datagen.io.shards import FAILURES_DIR, MANIFEST_DIR, PROGRESS_DIR, ShardLim
 from datagen.io.storage import Location
 from datagen.io.tables import read_failures, read_manifest
 from datagen.io.validate import validate
-from datagen.pipeline.progress import ResumeState, clean_partial_writes, read_progress
+from datagen.pipeline.commit import clean_partial_writes, committed_prefixes, write_prefix
+from datagen.pipeline.progress import ResumeState, read_progress
 from datagen.pipeline.sink import write_rows
 from tests.pipeline.test_sink_resume import assembled
+
+
+ATTEMPT = "001abcd"
 
 
 def _dataset(tmp_path, tasks: int = 6) -> Location:
     """Many write tasks, each with its own small manifest, failures and progress parts."""
     loc = Location.parse(str(tmp_path / "ds"))
     for t in range(tasks):
-        write_rows(loc, assembled(range(2), video=f"vid{t}", failed_pair=1), prefix=f"001-{t:05d}-",
+        write_rows(loc, assembled(range(2), video=f"vid{t}", failed_pair=1), prefix=write_prefix(ATTEMPT, t),
                    limits=ShardLimits(max_samples=4))
     return loc
 
@@ -45,10 +49,12 @@ def test_compaction_keeps_every_row_and_merges_parts(tmp_path):
     assert _parts(loc) == {MANIFEST_DIR: 1, FAILURES_DIR: 1, PROGRESS_DIR: 1}
     assert [r.parts_after for r in results] == [1, 1, 1]
     assert _rows(loc) == before
-    assert clean_partial_writes(loc) == []  # compacted shards are still committed: nothing deleted
-    assert validate(loc).ok
+    # the merged commit records still commit their write attempts: the run's own rollback deletes nothing
+    assert len(committed_prefixes(loc)) == 6
+    assert clean_partial_writes(loc, [ATTEMPT]) == []
+    assert _rows(loc) == before and validate(loc).ok
     state = ResumeState.load(loc)
-    assert len(state.done_pairs) == 12 and state.committed_keys == set()
+    assert len(state.done_pairs) == 12 and state.samples_committed == len(before[0])
     assert K.compact_dataset(loc)[0].parts_after == 1  # nothing left to merge: a no-op
 
 
@@ -87,3 +93,4 @@ def test_compaction_killed_midway_reads_the_same_and_then_completes(tmp_path, mo
     assert not loc.exists(f"{MANIFEST_DIR}/{K.JOURNAL}")
     assert _parts(loc) == {MANIFEST_DIR: 1, FAILURES_DIR: 1, PROGRESS_DIR: 1}
     assert sum(parts.values()) > 3 and _rows(loc) == before
+    assert clean_partial_writes(loc, [ATTEMPT]) == [] and _rows(loc) == before

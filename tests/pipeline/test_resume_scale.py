@@ -25,11 +25,9 @@ def test_state_of_100k_samples_is_found_exactly(big):
     assert state.samples_committed == want["samples"] == 100_000
     assert len(state.done_pairs) == want["pairs_done"]
     assert len(state.done_videos) == want["videos_done"] == want["videos"] - 2
-    assert len(state.committed_keys) == want["pending_keys"] == 2 * 4 * 5  # the two videos killed mid-commit
     last = want["videos"] - 1
     assert state.videos_done([video_uri(0), video_uri(last)], [video_id(0), video_id(last)]) == [True, False]
     assert state.pairs_done([pair_key(video_id(0), 0, 3), pair_key(video_id(last), 0, 0)]) == [True, False]
-    assert state.committed([f"{pair_key(video_id(last), 0, 1)}_t04", f"{pair_key(video_id(0), 0, 1)}_t04"]) == [True, False]
 
 
 def test_tasks_receive_resume_data_for_their_own_rows_only(big, tmp_path, ray_local):
