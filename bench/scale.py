@@ -38,7 +38,8 @@ def probe(directory: str) -> dict:
 
     from datagen.io.compact import TABLES, finish_pending
     from datagen.io.storage import Location
-    from datagen.pipeline.progress import ResumeClient, clean_partial_writes
+    from datagen.pipeline.commit import clean_partial_writes
+    from datagen.pipeline.progress import ResumeClient
     from datagen.pipeline.synthetic import video_uri
 
     t0 = time.perf_counter()
