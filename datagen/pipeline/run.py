@@ -19,7 +19,6 @@ import yaml
 
 from datagen import UserError
 from datagen.config import to_dict
-from datagen.redact import redact
 from datagen.io.compact import TABLES, compact_dataset, finish_pending
 from datagen.io.storage import Location
 from datagen.io.tables import compute_stats, read_failures, write_stats
@@ -27,6 +26,7 @@ from datagen.pipeline.config import PipelineConfig
 from datagen.pipeline.commit import clean_partial_writes
 from datagen.pipeline.progress import ResumeClient, ResumeState, read_progress
 from datagen.pipeline.sink import DatasetSink
+from datagen.redact import redact
 from datagen.video.sources import SOURCE_POS, check_sources
 from schemas import columns as C
 from schemas.members import pair_key
