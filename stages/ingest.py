@@ -35,10 +35,11 @@ def source_rows(inputs: str | Iterable[str], **storage_options) -> list[dict[str
     return [{VIDEO_URI: uri} for uri in expand_sources(inputs, **storage_options)]
 
 
-def source_dataset(inputs: list[str], **storage_options):
-    """A Ray Dataset of rows for the ingest stage: every source (checked with `check_sources`
-    first) listed page by page inside Ray read tasks; the driver holds no list."""
-    return SourceListing(inputs, storage_options).dataset()
+def source_dataset(inputs: list[str], rows_per_block: int, **storage_options):
+    """A Ray Dataset of rows for the ingest stage, in blocks of `rows_per_block`: every source
+    (checked with `check_sources` first) listed page by page inside Ray read tasks; the
+    driver holds no list."""
+    return SourceListing(inputs, storage_options).dataset(rows_per_block)
 
 
 class IngestStage(Stage):

@@ -240,7 +240,8 @@ def run_pipeline(cfg: PipelineConfig, inputs: list[str], output: str, *, console
     opts = cfg.ingest.storage_options
     sources = check_sources([inputs] if isinstance(inputs, str) else inputs, opts)
     init_ray(cfg)
-    ds = build_dataset(cfg, source_dataset(sources, **opts), resume := ResumeClient.start(output))
+    listing = source_dataset(sources, cfg.ingest.resources.batch_size, **opts)
+    ds = build_dataset(cfg, listing, resume := ResumeClient.start(output))
     if console:
         done = resume.summary()
         what = f"resuming (attempt {run['attempts']}): {done['pairs_done']} pairs and " \

@@ -29,9 +29,6 @@ VIDEO_EXTENSIONS = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".mpg", ".m
 LIST_EXTENSIONS = (".txt", ".csv", ".parquet")
 URI_COLUMNS = ("video_uri", "uri", "path", "url")
 PAGE_ROWS = 1000  # one S3 ListObjectsV2 page; a block of this many URIs is a few tens of kB
-# rows per block handed to ingest: enough blocks that its tasks run in parallel on a small
-# corpus, few enough that a million videos are not a million blocks
-BLOCK_ROWS = 64
 SOURCE_POS = "source_pos"  # "{source index}:{row index}": where a URI was listed (repeat listings are dropped)
 
 
@@ -181,7 +178,11 @@ class SourceListing:
     def __init__(self, sources: list[str], storage_options: dict[str, Any]):
         self.sources, self.storage_options = list(sources), dict(storage_options)
 
-    def dataset(self):
+    def dataset(self, rows_per_block: int):
+        """Blocks of `rows_per_block` URIs: Ray merges a read task's pages into blocks of up to
+        128 MB (a million URIs), and one block is one ingest task, so the listing is re-cut,
+        streaming, into blocks of one ingest batch; each later stage then gets that many videos
+        per task, as from a list of sources."""
         import ray
         from ray.data import Datasource, ReadTask
         from ray.data.block import BlockMetadata
@@ -196,12 +197,11 @@ class SourceListing:
                 def read(i: int, src: str):
                     row = 0
                     for page in iter_source_pages(src, opts):
-                        for at in range(0, len(page), BLOCK_ROWS):
-                            uris = page[at:at + BLOCK_ROWS]
-                            yield pa.table({"video_uri": uris, SOURCE_POS: [f"{i}:{row + j}" for j in range(len(uris))]})
-                            row += len(uris)
+                        yield pa.table({"video_uri": page, SOURCE_POS: [f"{i}:{row + j}" for j in range(len(page))]})
+                        row += len(page)
 
                 meta = BlockMetadata(num_rows=None, size_bytes=None, input_files=None, exec_stats=None)
                 return [ReadTask(lambda i=i, src=src: read(i, src), meta) for i, src in enumerate(sources)]
 
-        return ray.data.read_datasource(_Listing(), override_num_blocks=max(1, len(sources)))
+        listing = ray.data.read_datasource(_Listing(), override_num_blocks=max(1, len(sources)))
+        return listing.repartition(target_num_rows_per_block=rows_per_block)

@@ -50,3 +50,24 @@ def test_tasks_receive_resume_data_for_their_own_rows_only(big, tmp_path, ray_lo
                      C.PAIR: [0, 1], C.FAILED_STAGE: [None, None]}
             assert R._stamp_pairs_and_drop_done(pairs, client)[C.PAIR] == [0, 1]  # pending pairs are redone
     assert sizes["100k"] == sizes["1k"] < 2048, sizes
+
+
+def test_list_files_stream_into_ray_data_in_blocks(tmp_path, ray_local):
+    """(Beside the resume test: one Ray start serves both.) Entries arrive in blocks of one
+    ingest batch with their listing position; relative entries resolve to the list's folder."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from datagen.video.sources import SOURCE_POS, check_sources
+    from stages.ingest import source_dataset
+
+    (tmp_path / "list.txt").write_text("# corpus\n" + "".join(f"v/{i}.mp4\n" for i in range(150)))
+    pq.write_table(pa.table({"uri": [f"s3://b/{i}.mp4" for i in range(70)]}), tmp_path / "list.parquet")
+    sources = check_sources([str(tmp_path / "list.txt"), str(tmp_path / "list.parquet")], {})
+    blocks = list(source_dataset(sources, 8).iter_batches(batch_size=None, batch_format="pyarrow"))
+    rows = [r for b in blocks for r in b.to_pylist()]
+    assert max(b.num_rows for b in blocks) == 8 and len(blocks) >= 220 // 8
+    by_pos = {r[SOURCE_POS]: r["video_uri"] for r in rows}
+    assert len(rows) == len(by_pos) == 220
+    assert by_pos["0:0"] == str(tmp_path / "v" / "0.mp4") and by_pos["0:149"] == str(tmp_path / "v" / "149.mp4")
+    assert by_pos["1:69"] == "s3://b/69.mp4"
