@@ -90,6 +90,20 @@ def stats(dataset: str = typer.Argument(..., help="dataset directory or URL")):
 
 @app.command()
 @user_errors
+def compact(dataset: str = typer.Argument(..., help="dataset directory or URL")):
+    """Merge the small manifest, failures and progress parts into few large ones (also run at the end of a run)."""
+    from datagen.io.compact import compact_dataset
+    from datagen.io.storage import Location
+
+    loc = Location.parse(dataset)
+    if not loc.exists(""):
+        raise UserError(f"dataset {dataset!r} not found; pass the --output directory of a run")
+    for r in compact_dataset(loc):
+        console.print(f"{r.folder}: {r.parts_before} -> {r.parts_after} parts", highlight=False)
+
+
+@app.command()
+@user_errors
 def run(
     config: Optional[Path] = typer.Option(None, help="YAML config (see datagen/profiles/)"),
     input: List[str] = typer.Option(..., "--input", "-i", help="videos: dir, glob, list file, s3://prefix"),

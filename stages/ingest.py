@@ -1,6 +1,6 @@
 """ingest: video URIs -> video rows with a content id and probe facts; bad files marked failed.
 
-Input rows carry `video_uri` (see `source_rows`). Output adds `video_id` (hash of size and
+Input rows carry `video_uri` (see `source_dataset`, or `source_rows` for small inputs). Output adds `video_id` (hash of size and
 first/last MiB, read through fsspec, so a renamed or re-uploaded file keeps its id),
 `probe_json` (codec, size, rotation, fps, vfr, duration, frame count, bit depth) and
 `frame_table` (the per-frame timestamps, which is what frame indices mean downstream).
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterable
 
 from datagen.video.probe import ProbeLimits, VideoError, local_path, probe, video_id
-from datagen.video.sources import expand_sources
+from datagen.video.sources import SourceListing, expand_sources
 from schemas.columns import VIDEO_ID, VIDEO_URI
 from stages.base import Resources, Stage, fail, failure_reason
 
@@ -31,8 +31,15 @@ class IngestConfig:
 
 
 def source_rows(inputs: str | Iterable[str], **storage_options) -> list[dict[str, Any]]:
-    """Rows for the ingest stage from the user's `--input` sources (dirs, globs, list files, s3:// prefixes)."""
+    """Rows for the ingest stage from small `--input` sources, in memory (tests, benches)."""
     return [{VIDEO_URI: uri} for uri in expand_sources(inputs, **storage_options)]
+
+
+def source_dataset(inputs: list[str], rows_per_block: int, **storage_options):
+    """A Ray Dataset of rows for the ingest stage, in blocks of `rows_per_block`: every source
+    (checked with `check_sources` first) listed page by page inside Ray read tasks; the
+    driver holds no list."""
+    return SourceListing(inputs, storage_options).dataset(rows_per_block)
 
 
 class IngestStage(Stage):
@@ -50,8 +57,8 @@ class IngestStage(Stage):
         opts = self.config.storage_options
         row.update({VIDEO_ID: None, PROBE: None, FRAME_TABLE: None})
         try:
-            row[VIDEO_ID] = video_id(uri, **opts)
-            with local_path(uri, **opts) as path:
+            with local_path(uri, **opts) as path:  # fetched once: the id is hashed from the same copy
+                row[VIDEO_ID] = video_id(path)
                 info = probe(path, self.config.limits)
         except FileNotFoundError as e:
             return fail(row, self.name, "not_found", f"{uri}: {e}")

@@ -28,7 +28,7 @@ from schemas.sample import Sample
 from schemas.tables import FAILURE_FIELDS, FAILURES_SCHEMA, MANIFEST_SCHEMA
 from schemas.tasks import TASK_BY_ID
 
-SHARDS_DIR, MANIFEST_DIR, FAILURES_DIR = "shards", "manifest", "failures"
+SHARDS_DIR, MANIFEST_DIR, FAILURES_DIR, PROGRESS_DIR = "shards", "manifest", "failures", "progress"
 _TAR_BLOCK = 512
 _TAR_TRAILER = 2 * _TAR_BLOCK + tarfile.RECORDSIZE  # end-of-archive blocks + worst-case record padding
 _MTIME = 1_700_000_000  # fixed: deterministic shard bytes
@@ -86,9 +86,8 @@ def manifest_row(sample: Sample, shard: str, dataset_version: int, changed_label
 class _OpenShard:
     def __init__(self, loc: Location, rel: str):
         self.rel = rel
-        self.tmp = f"{loc.path(rel)}.tmp-{uuid.uuid4().hex[:12]}"
-        loc.makedirs(posixpath.dirname(rel))
-        self.file = loc.open_abs(self.tmp, "wb")
+        self.staged = loc.stage(rel)  # one PUT on object stores, a renamed temp file on disk
+        self.file = self.staged.file
         # "w", not the stream mode "w|": the stream mode re-slices a 10 kB buffer per write
         self.tar = tarfile.open(fileobj=self.file, mode="w", format=tarfile.USTAR_FORMAT)
         self.rows: list[dict] = []
@@ -148,8 +147,7 @@ class TaskShardWriter:
         if sh is None:
             return
         sh.tar.close()
-        sh.file.close()
-        self.loc.rename_abs(sh.tmp, self.loc.path(sh.rel))
+        sh.staged.commit()
         name = posixpath.basename(sh.rel)[: -len(".tar")]
         table = pa.Table.from_pylist(sh.rows, schema=MANIFEST_SCHEMA)
         write_parquet(self.loc, manifest_part_path(self.task_name, name), table)
@@ -160,13 +158,7 @@ class TaskShardWriter:
         sh, self._open = self._open, None
         if sh is None:
             return
-        try:
-            sh.file.close()
-        finally:
-            try:
-                self.loc.fs.rm_file(sh.tmp)
-            except (FileNotFoundError, OSError):
-                pass
+        sh.staged.abort()
 
 
 class DatasetWriter:

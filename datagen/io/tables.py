@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import json
+import posixpath
 from collections import Counter
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
-from datagen.io.shards import FAILURES_DIR, MANIFEST_DIR
+from datagen.io.compact import COMPACTED_PREFIX, parquet_parts
+from datagen.io.shards import FAILURES_DIR, MANIFEST_DIR, shard_path
 from datagen.io.storage import Location
 from schemas.tables import FAILURES_SCHEMA, MANIFEST_SCHEMA
 from schemas.tasks import TASKS
@@ -16,25 +19,39 @@ from schemas.tasks import TASKS
 STATS_FILE = "stats.json"
 
 
-def _read(loc: Location, rel: str, schema: pa.Schema) -> pa.Table:
-    files = [loc.path(p) for p in loc.glob(f"{rel}/*.parquet")]
+def read_table(loc: Location, rel: str, schema: pa.Schema, columns: list[str] | None = None) -> pa.Table:
+    """All rows of a table folder (only `columns`, when given: Parquet reads just those)."""
+    files = [loc.path(p) for p in parquet_parts(loc, rel)]
     if not files:
-        return schema.empty_table()
-    return pads.dataset(files, schema=schema, format="parquet", filesystem=loc.fs).to_table()
+        return schema.empty_table() if columns is None else schema.empty_table().select(columns)
+    return pads.dataset(files, schema=schema, format="parquet", filesystem=loc.fs).to_table(columns=columns)
 
 
 def read_manifest(loc: Location) -> pa.Table:
-    return _read(loc, MANIFEST_DIR, MANIFEST_SCHEMA)
+    return read_table(loc, MANIFEST_DIR, MANIFEST_SCHEMA)
 
 
 def count_manifest_rows(loc: Location) -> int:
     """Committed samples, from the parts' footers (no rows read)."""
-    files = [loc.path(p) for p in loc.glob(f"{MANIFEST_DIR}/*.parquet")]
+    files = [loc.path(p) for p in parquet_parts(loc, MANIFEST_DIR)]
     return pads.dataset(files, format="parquet", filesystem=loc.fs).count_rows() if files else 0
 
 
 def read_failures(loc: Location) -> pa.Table:
-    return _read(loc, FAILURES_DIR, FAILURES_SCHEMA)
+    return read_table(loc, FAILURES_DIR, FAILURES_SCHEMA)
+
+
+def committed_shards(loc: Location) -> set[str]:
+    """Shards that have manifest rows: named by their own part, or listed in a compacted part."""
+    parts = parquet_parts(loc, MANIFEST_DIR)
+    own = [posixpath.basename(p)[: -len(".parquet")] for p in parts]
+    shards = {shard_path(*name.split("-", 1)) for name in own if not name.startswith(COMPACTED_PREFIX)}
+    merged = [loc.path(p) for p, name in zip(parts, own) if name.startswith(COMPACTED_PREFIX)]
+    if merged:
+        column = pads.dataset(merged, schema=MANIFEST_SCHEMA, format="parquet", filesystem=loc.fs).to_table(
+            columns=["shard"])["shard"]
+        shards.update(pc.unique(column).to_pylist())
+    return shards
 
 
 def compute_stats(loc: Location, stage_counts: dict[str, dict[str, Any]] | None = None,

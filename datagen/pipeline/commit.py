@@ -39,11 +39,12 @@ from typing import Iterable
 
 import pyarrow as pa
 
-from datagen.io.shards import FAILURES_DIR, MANIFEST_DIR, SHARDS_DIR, manifest_part_path, write_parquet
+from datagen.io.compact import compacted_from
+from datagen.io.shards import FAILURES_DIR, MANIFEST_DIR, PROGRESS_DIR, SHARDS_DIR, write_parquet
 from datagen.io.storage import Location
+from datagen.io.tables import committed_shards
 from schemas.tables import PROGRESS_SCHEMA
 
-PROGRESS_DIR = "progress"
 _COMMIT = "commit.parquet"
 _PREFIX = r"[0-9a-z]+-\d{5,}-w[0-9a-f]{8}-"
 # The files one write attempt makes, by directory: (glob, pattern of the name with the prefix as group 1)
@@ -73,8 +74,9 @@ def write_commit_record(loc: Location, prefix: str, progress_rows: list[dict]) -
 
 
 def committed_prefixes(loc: Location) -> set[str]:
-    return {m.group(1) for p in loc.glob(f"{PROGRESS_DIR}/*.parquet")
-            if (m := _RECORD.fullmatch(posixpath.basename(p)))}
+    """Prefixes with a commit record: its own part, or merged into a compacted part."""
+    names = [n for p in loc.glob(f"{PROGRESS_DIR}/*.parquet") for n in compacted_from(loc, p)]
+    return {m.group(1) for n in names if (m := _RECORD.fullmatch(n))}
 
 
 def clean_partial_writes(loc: Location, run_attempts: Iterable[str] = ()) -> list[str]:
@@ -93,11 +95,10 @@ def clean_partial_writes(loc: Location, run_attempts: Iterable[str] = ()) -> lis
     # which the next clean removes by the rule below
     for rel in sorted(uncommitted, key=lambda rel: not rel.startswith(MANIFEST_DIR)):
         loc.remove(rel)
-    parts = set(listed[f"{MANIFEST_DIR}/*.parquet"])
+    with_rows = committed_shards(loc)  # by their own manifest part, or in a compacted one
     orphans = []
     for rel in listed[f"{SHARDS_DIR}/*/*.tar"]:
-        task_name, name = rel.split("/")[-2], posixpath.basename(rel)[: -len(".tar")]
-        if rel not in uncommitted and manifest_part_path(task_name, name) not in parts:
+        if rel not in uncommitted and rel not in with_rows:
             loc.remove(rel)
             orphans.append(rel)
     return removed + sorted(uncommitted) + orphans

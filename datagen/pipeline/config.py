@@ -10,6 +10,7 @@ from typing import Any
 from datagen import UserError
 from datagen.config import apply_overrides, from_dict, load_yaml, to_dict
 from datagen.io.shards import ShardLimits
+from datagen.redact import redact
 from stages.assemble import TASK_LABELS, AssembleConfig
 from stages.caption import CaptionConfig
 from stages.depth import DepthConfig
@@ -75,9 +76,10 @@ class PipelineConfig:
 
     def output_fingerprint(self) -> str:
         """Hash of everything that decides which samples a run writes: models, revisions,
-        prompts, parameters. Not where they are served or stored, nor how fast: a resume
-        may find its caption server on another host, or more actors."""
-        data = {k: v for k, v in to_dict(self).items() if k not in SERVING_SECTIONS}
+        prompts, parameters. Not where they are served or stored, how fast, nor with which
+        credentials: a resume may find its caption server on another host, more actors, or a
+        rotated key."""
+        data = {k: v for k, v in redact(to_dict(self)).items() if k not in SERVING_SECTIONS}
         return hashlib.sha256(json.dumps(_drop_serving(data), sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -16,7 +16,6 @@ from collections import Counter
 from typing import Any, Callable
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from datagen import UserError
 from datagen.io.reader import raw_samples, shard_urls, to_sample
@@ -79,6 +78,9 @@ def relabel(input_url: str, output_url: str, stages: list[str], cfg: PipelineCon
     if manifest.num_rows == 0:
         raise UserError(f"relabel --input {input_url!r} holds no manifest rows; point it at a datagen dataset")
     version = max(manifest.column("dataset_version").to_pylist()) + 1
+    rows_of_shard: dict[str, list[int]] = {}  # a compacted source has no manifest part per shard
+    for i, shard in enumerate(manifest.column("shard").to_pylist()):
+        rows_of_shard.setdefault(shard, []).append(i)
     dst.makedirs()
     clean_partial_writes(dst)
     for rel in src.glob(f"{FAILURES_DIR}/*.parquet"):  # the new version keeps the record of old drops
@@ -104,7 +106,7 @@ def relabel(input_url: str, output_url: str, stages: list[str], cfg: PipelineCon
             dst.remove(old)
         todo = [s for s in stages if task_name in RECIPES[s]]
         if not todo:
-            _copy_shard(src, dst, rel, task_name, name, version)
+            _copy_shard(src, dst, rel, task_name, name, version, manifest.take(rows_of_shard.get(rel, [])))
             n_copied_shards += 1
             dst.write_bytes(marker, b'{"copied": true}')
             continue
@@ -163,12 +165,12 @@ def relabel(input_url: str, output_url: str, stages: list[str], cfg: PipelineCon
     return RelabelSummary(dst.url, n_copied_shards, n_relabelled, n_done, changed, copied, failures)
 
 
-def _copy_shard(src: Location, dst: Location, rel: str, task_name: str, name: str, version: int) -> None:
-    """A shard nothing in it changes: bytes copied, its manifest part re-versioned (written last)."""
+def _copy_shard(src: Location, dst: Location, rel: str, task_name: str, name: str, version: int,
+                table: pa.Table) -> None:
+    """A shard nothing in it changes: bytes copied, its manifest rows re-versioned (written last)."""
     with src.open(rel) as fin, dst.atomic_write(rel) as fout:
         shutil.copyfileobj(fin, fout, 8 << 20)
     part = manifest_part_path(task_name, name)
-    table = pq.read_table(src.open(part))
     table = table.set_column(table.schema.get_field_index("dataset_version"), "dataset_version",
                              pa.array([version] * table.num_rows, pa.int32()))
     write_parquet(dst, part, table)

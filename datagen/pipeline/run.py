@@ -19,14 +19,17 @@ import yaml
 
 from datagen import UserError
 from datagen.config import to_dict
+from datagen.io.compact import TABLES, compact_dataset, finish_pending
 from datagen.io.storage import Location
 from datagen.io.tables import compute_stats, read_failures, write_stats
 from datagen.pipeline.config import PipelineConfig
 from datagen.io.faults import StorageFailed
 from datagen.pipeline.commit import clean_partial_writes
 from datagen.pipeline.outcome import run_outcome
-from datagen.pipeline.progress import ResumeState, read_progress
+from datagen.pipeline.progress import ResumeClient, ResumeState, read_progress
 from datagen.pipeline.sink import DatasetSink
+from datagen.redact import redact
+from datagen.video.sources import SOURCE_POS, check_sources
 from schemas import columns as C
 from schemas.members import pair_key
 from schemas.reasons import PERMANENT, REASONS
@@ -35,7 +38,7 @@ from stages.base import Resources, Stage
 from stages.caption import CaptionStage
 from stages.depth import DepthStage
 from stages.edges import EdgesStage
-from stages.ingest import IngestStage, source_rows
+from stages.ingest import IngestStage, source_dataset
 from stages.pairs import PairsStage
 from stages.segment import SegmentStage
 from stages.shots import ShotsStage
@@ -72,6 +75,8 @@ def _cpu_stage(batch, stage_cls: type[Stage], config: Any, resume: Any = None, r
     stage = _STAGE_CACHE.get(key)
     if stage is None:
         stage = _STAGE_CACHE[key] = stage_cls(config)
+    if stage_cls is IngestStage and resume is not None:
+        batch = _drop_done_sources(batch, resume)
     out = stage(batch)
     if stage_cls is IngestStage:
         if resume is not None:
@@ -97,21 +102,34 @@ def _keep(batch: dict[str, list], keep: list[bool]) -> dict[str, list]:
     return {c: [v for v, k in zip(col, keep) if k] for c, col in batch.items()}
 
 
-def _drop_done_videos(batch: dict[str, list], state: ResumeState) -> dict[str, list]:
-    keep = [not state.is_video_done(vid, uri) for vid, uri in zip(batch[C.VIDEO_ID], batch[C.VIDEO_URI])]
-    return _keep(batch, keep)
+def _drop_done_sources(batch, resume: Any) -> dict[str, list]:
+    """Before ingest reads a byte: drop videos that failed as a whole, and repeated listings
+    of one URI (two --input sources naming the same file; resume counts each URI once)."""
+    cols = batch.to_pydict() if hasattr(batch, "to_pydict") else {c: list(v) for c, v in batch.items()}
+    uris = [str(u) for u in cols[C.VIDEO_URI]]
+    done = resume.sources_done(uris, [str(p) for p in cols.pop(SOURCE_POS, uris)])
+    return _keep(cols, [not d for d in done])
 
 
-def _stamp_pairs_and_drop_done(batch: dict[str, list], state: ResumeState | None) -> dict[str, list]:
+def _drop_done_videos(batch: dict[str, list], resume: Any) -> dict[str, list]:
+    """After ingest: videos whose every pair is done, by content id (also a renamed copy)."""
+    done = resume.videos_done(list(batch[C.VIDEO_URI]), list(batch[C.VIDEO_ID]))
+    return _keep(batch, [not d for d in done])
+
+
+def _stamp_pairs_and_drop_done(batch: dict[str, list], resume: Any) -> dict[str, list]:
     """Record how many pairs each video yielded (its batch holds all of them): resume
     knows a video is finished when that many pairs are done."""
     healthy = [f is None for f in batch[C.FAILED_STAGE]]
     per_video = Counter(v for v, h in zip(batch[C.VIDEO_ID], healthy) if h)
     batch["pairs_in_video"] = [per_video.get(v, 0) for v in batch[C.VIDEO_ID]]
-    if state is None or not state.done_pairs:
+    if resume is None:
         return batch
-    keep = [not (h and pair_key(v, s, p) in state.done_pairs)
-            for v, s, p, h in zip(batch[C.VIDEO_ID], batch[C.SHOT], batch[C.PAIR], healthy)]
+    rows = [i for i, h in enumerate(healthy) if h]
+    done = resume.pairs_done([pair_key(batch[C.VIDEO_ID][i], batch[C.SHOT][i], batch[C.PAIR][i]) for i in rows])
+    keep = [True] * len(healthy)
+    for i, d in zip(rows, done):
+        keep[i] = not d
     return _keep(batch, keep)
 
 
@@ -122,14 +140,15 @@ def _map_kwargs(res: Resources) -> dict[str, Any]:
     return kw
 
 
-def build_dataset(cfg: PipelineConfig, sources: list[dict], state: ResumeState):
+def build_dataset(cfg: PipelineConfig, sources, resume: ResumeState | ResumeClient | None):
+    """The pipeline over `sources` (a Ray Dataset of source rows, see stages.ingest.source_dataset)."""
     import ray
 
     registry = ray.remote(num_cpus=0)(VideoRegistry).remote()
-    ds = ray.data.from_items(sources, override_num_blocks=max(1, min(len(sources), 4096)))
+    ds = sources
     for stage_cls, section in ((IngestStage, cfg.ingest), (ShotsStage, cfg.shots), (PairsStage, cfg.pairs)):
         res = section.resources
-        extra = {"resume": state, "registry": registry} if stage_cls is IngestStage else {"resume": state}
+        extra = {"resume": resume, "registry": registry} if stage_cls is IngestStage else {"resume": resume}
         ds = ds.map_batches(_cpu_stage, fn_kwargs={"stage_cls": stage_cls, "config": section, **extra},
                             compute=ray.data.TaskPoolStrategy(size=res.concurrency), **_map_kwargs(res))
     for name in cfg.labels:
@@ -193,7 +212,7 @@ def check_run_config(loc: Location, cfg: PipelineConfig) -> tuple[dict, bool]:
     run["attempt"] = f"{run['attempts']:03d}{uuid.uuid4().hex[:4]}"
     run["attempt_ids"] = [*run.get("attempt_ids", []), run["attempt"]]
     loc.makedirs()
-    loc.write_bytes(CONFIG_FILE, yaml.safe_dump(to_dict(cfg), sort_keys=False).encode())
+    loc.write_bytes(CONFIG_FILE, yaml.safe_dump(redact(to_dict(cfg)), sort_keys=False).encode())
     loc.write_bytes(RUN_FILE, json.dumps(run, indent=2).encode())
     return run, resumed
 
@@ -241,16 +260,20 @@ def run_pipeline(cfg: PipelineConfig, inputs: list[str], output: str, *, console
     reopen = permanent_reasons(list(retry_failed))
     loc = Location.parse(output)
     run, resumed = check_run_config(loc, cfg)
+    for folder in TABLES:  # a compaction killed in the last run is finished before anything reads
+        finish_pending(loc, folder)
     removed = clean_partial_writes(loc, run["attempt_ids"])
-    state = ResumeState.load(loc, reopen)
-    sources = source_rows(inputs)
-    if console:
-        what = f"resuming (attempt {run['attempts']}): {len(state.done_pairs)} pairs and " \
-               f"{state.samples_committed} samples already committed, {len(removed)} partial files removed" \
-            if resumed else "new run"
-        console.print(f"datagen run: {len(sources)} videos -> {loc.url} ({what})", highlight=False)
+    opts = cfg.ingest.storage_options
+    sources = check_sources([inputs] if isinstance(inputs, str) else inputs, opts)
     init_ray(cfg)
-    ds = build_dataset(cfg, sources, state)
+    listing = source_dataset(sources, cfg.ingest.resources.batch_size, **opts)
+    ds = build_dataset(cfg, listing, resume := ResumeClient.start(output, reopen))
+    if console:
+        done = resume.summary()
+        what = f"resuming (attempt {run['attempts']}): {done['pairs_done']} pairs and " \
+               f"{done['samples_committed']} samples already committed, {len(removed)} partial files removed" \
+            if resumed else "new run"
+        console.print(f"datagen run: {len(sources)} source(s) -> {loc.url} ({what})", highlight=False)
     sink = DatasetSink(output, cfg.write.limits, cfg.write.min_rows_per_write,
                        attempt=run["attempt"],
                        storage_retries=cfg.write.storage_retries, storage_backoff_s=cfg.write.storage_backoff_s)
@@ -261,7 +284,9 @@ def run_pipeline(cfg: PipelineConfig, inputs: list[str], output: str, *, console
         if failure is None:
             raise
         raise failure from None  # a full or unreachable store: its one-line message, not Ray's traceback
-    stats = compute_stats(loc, stage_yields(loc, len(sources), cfg.labels),
+    videos_in = resume.summary()["videos_listed"]
+    compact_dataset(loc)
+    stats = compute_stats(loc, stage_yields(loc, videos_in, cfg.labels),
                           {"smoke": cfg.smoke, "config_fingerprint": run["fingerprint"], "attempts": run["attempts"],
                            "outcome": run_outcome(loc)})
     write_stats(loc, stats)

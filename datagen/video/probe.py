@@ -11,8 +11,6 @@ import hashlib
 import io
 import json
 import os
-import shutil
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -20,6 +18,8 @@ from typing import Iterator
 import av
 import numpy as np
 from fsspec.core import url_to_fs
+
+from datagen.io.storage import fetched
 
 MIB = 1 << 20
 # Leading bytes of containers we recognise: a file that starts like a video but cannot be
@@ -98,19 +98,10 @@ def video_id(uri: str, **storage_options) -> str:
 
 @contextmanager
 def local_path(uri: str, **storage_options) -> Iterator[str]:
-    """A local path for `uri` (object-storage files are downloaded to a temporary file, removed after)."""
-    fs, path = url_to_fs(uri, **storage_options)
-    proto = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    if proto in ("file", "local"):
+    """A local path for `uri`: object-storage files come from the node's fetch cache
+    (datagen.io.storage.fetched), downloaded once however many stages open them."""
+    with fetched(uri, **storage_options) as path:
         yield path
-        return
-    tmp = tempfile.mkdtemp(prefix="datagen-video-")
-    try:
-        dst = os.path.join(tmp, os.path.basename(path) or "video")
-        fs.get(path, dst)
-        yield dst
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def probe(path: str, limits: ProbeLimits = ProbeLimits()) -> ProbeInfo:
