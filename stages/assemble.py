@@ -19,18 +19,12 @@ from datagen.cutouts import cut_out, remove_region
 from datagen.media import decode_image, encode_image
 from datagen.prompts import base_prompt, context_prompt
 from schemas import columns as C
+from schemas.labels import TASK_LABELS
 from schemas.members import input_member, pair_key, sample_key, target_member
 from schemas.sample import ImageRef, Prompt, Provenance, SampleRecord, Source
 from schemas.tasks import TASK_BY_NAME, TASKS, ImageKind, Role, input_slots
 from stages.base import Resources, Stage
 
-# Which labelling stages each task's members and prompts depend on (its provenance).
-TASK_LABELS = {
-    "text_to_image": ("caption",), "instruction_edit": ("caption",),
-    "multi_object_customization": ("caption", "segment"), "object_insertion": ("caption", "segment"),
-    "depth_to_image": ("caption", "depth"), "edge_to_image": ("caption", "edges"),
-    "depth_estimation": ("depth",), "edge_detection": ("edges",), "referring_segmentation": ("caption", "segment"),
-}
 
 
 @dataclass

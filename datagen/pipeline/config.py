@@ -10,7 +10,8 @@ from typing import Any
 from datagen import UserError
 from datagen.config import apply_overrides, from_dict, load_yaml, to_dict
 from datagen.io.shards import ShardLimits
-from stages.assemble import TASK_LABELS, AssembleConfig
+from schemas.labels import LABEL_STAGES, TASK_LABELS
+from stages.assemble import AssembleConfig
 from stages.caption import CaptionConfig
 from stages.depth import DepthConfig
 from stages.edges import EdgesConfig
@@ -19,7 +20,6 @@ from stages.pairs import PairsConfig
 from stages.segment import SegmentConfig
 from stages.shots import ShotsConfig
 
-LABEL_STAGES = ("caption", "segment", "depth", "edges")
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
 
 
