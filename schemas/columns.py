@@ -36,6 +36,16 @@ MASKS_A, MASKS_B = "masks_a", "masks_b"  # list[bytes], 8-bit PNG per object (0/
 DEPTH_A, DEPTH_B = "depth_a", "depth_b"  # bytes, 16-bit PNG, frame size
 # --- edges stage ---
 EDGES_A, EDGES_B = "edges_a", "edges_b"  # bytes, 8-bit PNG (0/255), frame size
+# --- assemble: ONE row per pair carries all of its task samples (never split across write tasks) ---
+PAIR_KEY = "pair_key"  # str, schemas.members.pair_key
+PAIRS_IN_VIDEO = "pairs_in_video"  # int, how many pairs the video yielded (resume's "video done" test)
+SAMPLE_KEYS = "sample_keys"  # list[str]
+SAMPLE_RECORDS = "sample_records"  # list[str], SampleRecord JSON per sample
+SAMPLE_MEMBER_NAMES = "sample_member_names"  # list[list[str]] member names ("in0.jpg", ...) per sample
+SAMPLE_MEMBER_DATA = "sample_member_data"  # list[list[bytes]] their bytes, same order
+MADE = "made_json"  # str, JSON list of the task names sampled from the pair
+SKIPPED = "skipped_json"  # str, JSON {task: why it does not apply}
+SAMPLE_FAILURES = "sample_failures_json"  # str, JSON list of {key, reason, detail}: samples that failed to build
 # --- provenance: one column per labelling stage, JSON of schemas.sample.Provenance ---
 PROVENANCE = "provenance_{stage}"  # e.g. provenance_depth
 

@@ -40,10 +40,18 @@ REASONS: dict[str, Kind] = {
     # segment / depth
     "bad_caption": PERMANENT,
     "bad_output": PERMANENT,
+    # assemble: one task sample of a pair could not be built from its labels
+    "assemble_error": PERMANENT,
     # the world failed
-    "backend_error": TRANSIENT,
+    "backend_error": TRANSIENT,  # a caption service answered 5xx, timed out or dropped the connection
     "model_error": TRANSIENT,
+    "out_of_memory": TRANSIENT,  # CUDA or host OOM on a single row, after splitting its batch
+    "storage_error": TRANSIENT,  # the object store or disk failed to serve an input
 }
+
+
+def is_transient(reason: str) -> bool:
+    return kind_of(reason) == TRANSIENT
 
 
 def kind_of(reason: str) -> Kind:

@@ -44,13 +44,15 @@ FAILURES_SCHEMA = pa.schema([
 FAILURE_FIELDS = tuple(FAILURES_SCHEMA.names)
 
 # The run's progress record, beside the manifest: one row per pair (or per failed video)
-# whose outputs are all committed. Resume skips what is listed here.
+# whose outputs are all committed, or that failed for a permanent reason. Resume skips
+# what is listed here; a transient failure is never listed (the next run retries it).
 PROGRESS_SCHEMA = pa.schema([
     ("pair_key", pa.string()),  # {video_id}_s{shot}_p{pair}; None for a video that failed before pairs
     ("video_id", pa.string()),
     ("video_uri", pa.string()),
     ("pairs_in_video", pa.int32()),  # how many pairs the video yielded (0 when it failed)
     ("status", pa.string()),  # "done" or "failed"
+    ("reason", pa.string()),  # the permanent failure reason when failed (schemas/reasons.py), else None
     ("made", pa.list_(pa.string())),  # task names sampled from the pair
     ("skipped_json", pa.string()),  # {task: reason} for tasks that did not apply
 ])

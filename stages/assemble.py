@@ -1,9 +1,11 @@
 """assemble: one labelled pair -> the task samples of DESIGN.md's table, with hierarchical prompts.
 
-Output rows are of two kinds (column `row_kind`): one "pair" row per pair (what was made,
-what was not applicable and why: the run's progress record) and one "sample" row per
-task sample (`key`, `record_json`, `member_names`, `member_data`). Media bytes from
-earlier stages are reused as they are; only cut-outs and blanked canvases are encoded.
+Output: exactly ONE row per pair, holding all of its task samples in list columns
+(`sample_keys`, `sample_records`, `sample_member_names`, `sample_member_data`, see
+schemas/columns.py), what was made and what did not apply and why. Ray Data never
+splits a row, so a pair's samples and its progress record reach the same write task:
+that is what makes the commit exactly-once (datagen/pipeline/commit.py). Media bytes
+from earlier stages are reused as they are; only cut-outs and blanked canvases are encoded.
 """
 from __future__ import annotations
 
@@ -66,17 +68,12 @@ class AssembleStage(Stage):
         self.config = config or AssembleConfig()
 
     def process(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        out = []
-        for row in rows:
-            out += self.assemble_pair(row)
-        return out
+        return [self.assemble_pair(row) for row in rows]
 
-    def assemble_pair(self, row: dict[str, Any]) -> list[dict[str, Any]]:
-        pk = pair_key(row[C.VIDEO_ID], row[C.SHOT], row[C.PAIR])
-        base = {C.VIDEO_URI: row[C.VIDEO_URI], C.VIDEO_ID: row[C.VIDEO_ID], "pair_key": pk,
-                "pairs_in_video": row.get("pairs_in_video")}
+    def assemble_pair(self, row: dict[str, Any]) -> dict[str, Any]:
         ctx = _PairContext(row, self.config)
-        made, skipped, rows = [], {}, []
+        made, skipped, failures = [], {}, []
+        keys, records, names, data = [], [], [], []
         for name, ratio in self.config.tasks.items():
             spec = TASK_BY_NAME[name]
             key = sample_key(row[C.VIDEO_ID], row[C.SHOT], row[C.PAIR], spec.id)
@@ -85,21 +82,24 @@ class AssembleStage(Stage):
             try:
                 built = ctx.build(name, key)
             except Exception as e:  # a broken label must not take the pair's other samples down
-                rows.append({**base, "row_kind": "failure", "key": key, C.FAILED_STAGE: self.name,
-                             C.FAILED_REASON: "assemble_error", C.FAILED_DETAIL: f"{name}: {type(e).__name__}: {e}"})
+                failures.append({"key": key, "reason": "assemble_error", "detail": f"{name}: {type(e).__name__}: {e}"})
                 continue
             if isinstance(built, str):
                 skipped[name] = built
                 continue
             record, media = built
-            names = list(media)
-            rows.append({**base, "row_kind": "sample", "key": key, "task_id": spec.id,
-                         "record_json": record.to_json(), "member_names": names,
-                         "member_data": [media[n] for n in names]})
+            keys.append(key)
+            records.append(record.to_json())
+            names.append(list(media))
+            data.append(list(media.values()))
             made.append(name)
-        rows.insert(0, {**base, "row_kind": "pair", "made_json": json.dumps(made),
-                        "skipped_json": json.dumps(skipped, sort_keys=True)})
-        return rows
+        # the labelled pair itself rides along: the writer keeps it in the pair store
+        return {**row, C.VIDEO_URI: row[C.VIDEO_URI], C.VIDEO_ID: row[C.VIDEO_ID],
+                C.PAIR_KEY: pair_key(row[C.VIDEO_ID], row[C.SHOT], row[C.PAIR]),
+                C.PAIRS_IN_VIDEO: row.get(C.PAIRS_IN_VIDEO), C.MADE: json.dumps(made),
+                C.SKIPPED: json.dumps(skipped, sort_keys=True), C.SAMPLE_FAILURES: json.dumps(failures),
+                C.SAMPLE_KEYS: keys, C.SAMPLE_RECORDS: records, C.SAMPLE_MEMBER_NAMES: names,
+                C.SAMPLE_MEMBER_DATA: data}
 
 
 class _PairContext:

@@ -208,8 +208,6 @@ def _check_pair(key: str, members: dict[str, bytes]) -> list[str]:
         n = len(doc["media"].get(col) or [])
         if col in doc["media"] and n != len(segments):
             problems.append(f"{where}: {n} {col} members for {len(segments)} segments")
-    if not doc["labels"].get("pairs"):
-        problems.append(f"{where}: no provenance of the pairs stage")
     return problems
 
 

@@ -27,8 +27,11 @@ PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
 class WriteConfig:
     max_samples_per_shard: int = 1000  # webdataset's usual shard size
     max_bytes_per_shard: int = 512 * 1024 * 1024  # ~0.5 GB shards stream well from object storage
-    # Rows (samples + progress rows) handed to one write task: fewer, fuller shards; bounded memory.
-    min_rows_per_write: int = 2000
+    # Rows handed to one write task; a row is a pair with all its samples (~9 samples,
+    # ~0.5 MB at 512 px): fewer, fuller shards, and bounded memory per write task.
+    min_rows_per_write: int = 256
+    storage_retries: int = 4  # a write attempt that meets a storage error is redone this often...
+    storage_backoff_s: float = 2.0  # ...after 2, 4, 8, 16 s: rides out a ~30 s outage, then the run stops
 
     @property
     def limits(self) -> ShardLimits:

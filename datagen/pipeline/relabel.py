@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import posixpath
 import time
 import uuid
 from collections import Counter
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import yaml
 
 from datagen import UserError
@@ -31,7 +33,7 @@ from datagen.io.storage import Location
 from datagen.io.tables import compute_stats, read_manifest, read_stats, write_stats
 from datagen.pipeline.commit import clean_partial_writes, committed_prefixes, write_commit_record, write_prefix
 from datagen.pipeline.config import PipelineConfig
-from datagen.pipeline.progress import ResumeState
+from datagen.pipeline.progress import ResumeState, read_progress
 from datagen.pipeline.relabel_steps import RelabelStep, load_pairs
 from datagen.pipeline.run import CONFIG_FILE, MODEL_STAGES, RUN_FILE, _cpu_stage, _map_kwargs, init_ray
 from datagen.pipeline.sink import DatasetSink
@@ -214,7 +216,13 @@ def relabel(input_url: str, output_url: str, stages: list[str], cfg: PipelineCon
 
 
 def relabel_yields(dst: Location, pairs_in: int, plan: list[str]) -> dict[str, dict[str, Any]]:
-    """The stage-yield table of `datagen run` for a re-label: pairs in from the pair store, out per stage."""
-    from datagen.pipeline.run import stage_yields
-
-    return stage_yields(dst, None, plan, pairs_in=pairs_in)
+    """The stage-yield table of `datagen run`, for a re-label: pairs in from the pair store, out per stage
+    (failures this re-label wrote: a pair that failed for good kept its old label)."""
+    parts = [p for p in dst.glob(f"{FAILURES_DIR}/*.parquet") if not posixpath.basename(p).startswith(f"{COPY_ATTEMPT}-")]
+    failures = Counter(s for p in parts for s in pq.read_table(dst.open(p), columns=["stage"]).column("stage").to_pylist())
+    done = sum(1 for k in read_progress(dst).column("pair_key").to_pylist() if k)
+    out: dict[str, dict[str, Any]] = {"pair store": {"in": pairs_in, "out": done}}
+    for stage in plan:
+        out[stage] = {"in": pairs_in, "out": pairs_in - failures[stage]}
+    out["assemble"] = {"in": done}
+    return out

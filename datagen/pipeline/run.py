@@ -22,7 +22,8 @@ from datagen.config import to_dict
 from datagen.io.storage import Location
 from datagen.io.tables import compute_stats, read_failures, write_stats
 from datagen.pipeline.config import PipelineConfig
-from datagen.pipeline.progress import ResumeState, clean_partial_writes, read_progress
+from datagen.pipeline.commit import clean_partial_writes
+from datagen.pipeline.progress import ResumeState, read_progress
 from datagen.pipeline.sink import DatasetSink
 from schemas import columns as C
 from schemas.members import pair_key
@@ -223,8 +224,9 @@ def run_pipeline(cfg: PipelineConfig, inputs: list[str], output: str, *, console
         console.print(f"datagen run: {len(sources)} videos -> {loc.url} ({what})", highlight=False)
     init_ray(cfg)
     ds = build_dataset(cfg, sources, state)
-    sink = DatasetSink(output, cfg.write.limits, frozenset(state.committed_keys), cfg.write.min_rows_per_write,
-                       attempt=f"{run['attempts']:03d}{uuid.uuid4().hex[:4]}")
+    sink = DatasetSink(output, cfg.write.limits, cfg.write.min_rows_per_write,
+                       attempt=f"{run['attempts']:03d}{uuid.uuid4().hex[:4]}",
+                       storage_retries=cfg.write.storage_retries, storage_backoff_s=cfg.write.storage_backoff_s)
     ds.write_datasink(sink)
     stats = compute_stats(loc, stage_yields(loc, len(sources), cfg.labels),
                           {"smoke": cfg.smoke, "config_fingerprint": run["fingerprint"], "attempts": run["attempts"]})

@@ -1,0 +1,100 @@
+"""The run's commit protocol: a write task's files count only once its commit record exists.
+
+Why every pair is committed exactly once, even when Ray Data splits blocks, retries a
+write task, or loses a node (or the driver) mid-write:
+
+1. One row per pair. assemble emits a single row holding all of a pair's task samples
+   (stages/assemble.py); a failed pair or video is a single row too. Ray Data splits and
+   merges blocks only between rows, so one pair is always inside one write task.
+2. One prefix per write attempt. Each call of the sink's `write` draws a fresh prefix
+   `{attempt}-{task_idx}-w{token}-` and writes every file under it: shards
+   (`shards/{task}/{P}NNNNNN.tar`, each renamed from a temporary name when complete), one
+   manifest part per shard (`manifest/{task}-{P}NNNNNN.parquet`), failures parts
+   (`failures/{P}<hex>.parquet`), and LAST its commit record `progress/{P}commit.parquet`:
+   one progress row per pair (or video) it finished. A Ray retry of the same task is a
+   new attempt with a new prefix: two attempts never write the same name.
+3. Roll back what has no commit record. `clean_partial_writes` deletes temporary files,
+   shards without a manifest part, and every file of a write prefix whose commit record
+   does not exist. It runs when a run starts (nothing writes then) and when the last write
+   task has finished (a dead attempt's files go, its retry's stay).
+4. Resume skips only what a commit record names. A pair absent from every commit record
+   is recomputed; its earlier, uncommitted files were rolled back, so writing it again
+   duplicates nothing. A pair named in one is never produced again. A transient failure
+   writes its failures row but no progress row, so the next run retries the pair; a
+   permanent one writes both (see schemas/reasons.py).
+
+The commit record is a single object PUT (or a rename of a complete local file), so it
+is atomic. Not covered: two runs writing the same output at once, and a worker that
+keeps writing after Ray declared it dead (a network partition): its late commit record
+could name pairs that the retry committed too.
+"""
+from __future__ import annotations
+
+import posixpath
+import re
+import uuid
+
+import pyarrow as pa
+
+from datagen.io.pair_store import PAIRS_DIR
+from datagen.io.shards import FAILURES_DIR, MANIFEST_DIR, SHARDS_DIR, manifest_part_path, write_parquet
+from datagen.io.storage import Location
+from schemas.tables import PROGRESS_SCHEMA
+
+PROGRESS_DIR = "progress"
+_COMMIT = "commit.parquet"
+_PREFIX = r"[0-9a-z]+-\d{5,}-w[0-9a-f]{8}-"
+# The files one write attempt makes, by directory: (glob, pattern of the name with the prefix as group 1)
+_TASK_FILES = (
+    (f"{SHARDS_DIR}/*/*.tar", re.compile(rf"({_PREFIX})\d{{6}}\.tar")),
+    (f"{MANIFEST_DIR}/*.parquet", re.compile(rf"[a-z0-9_]+-({_PREFIX})\d{{6}}\.parquet")),
+    (f"{FAILURES_DIR}/*.parquet", re.compile(rf"({_PREFIX})[0-9a-f]{{16}}\.parquet")),
+    (f"{PAIRS_DIR}/*", re.compile(rf"({_PREFIX})\d{{6}}\.(?:tar|parquet)")),  # the pair store (io/pair_store.py)
+)
+_RECORD = re.compile(rf"({_PREFIX}){re.escape(_COMMIT)}")
+
+
+def write_prefix(attempt: str, task_idx: int) -> str:
+    """A fresh prefix for one write attempt (a retried task gets a new one)."""
+    if not re.fullmatch(r"[0-9a-z]+", attempt):
+        raise ValueError(f"run attempt id {attempt!r} must be lowercase letters and digits")
+    return f"{attempt}-{task_idx:05d}-w{uuid.uuid4().hex[:8]}-"
+
+
+def commit_record_path(prefix: str) -> str:
+    return f"{PROGRESS_DIR}/{prefix}{_COMMIT}"
+
+
+def write_commit_record(loc: Location, prefix: str, progress_rows: list[dict]) -> None:
+    """Commit every file written under `prefix`; written even with no rows (a task that
+    met only transient failures must still commit its failures part)."""
+    write_parquet(loc, commit_record_path(prefix), pa.Table.from_pylist(progress_rows, schema=PROGRESS_SCHEMA))
+
+
+def committed_prefixes(loc: Location) -> set[str]:
+    return {m.group(1) for p in loc.glob(f"{PROGRESS_DIR}/*.parquet")
+            if (m := _RECORD.fullmatch(posixpath.basename(p)))}
+
+
+def clean_partial_writes(loc: Location) -> list[str]:
+    """Delete temporary files, shards that never got their manifest part, and every file of
+    a write attempt that never wrote its commit record. Call it only when no write runs."""
+    removed = loc.glob("**/*.tmp-*")
+    for rel in removed:
+        loc.remove(rel)
+    committed = committed_prefixes(loc)
+    listed = {pattern: loc.glob(pattern) for pattern, _ in _TASK_FILES}
+    uncommitted = {rel for pattern, name in _TASK_FILES for rel in listed[pattern]
+                   if (m := name.fullmatch(posixpath.basename(rel))) and m.group(1) not in committed}
+    # manifest parts before their shards: a clean cut short leaves shards without parts,
+    # which the next clean removes by the rule below
+    for rel in sorted(uncommitted, key=lambda rel: not rel.startswith(MANIFEST_DIR)):
+        loc.remove(rel)
+    parts = set(listed[f"{MANIFEST_DIR}/*.parquet"])
+    orphans = []
+    for rel in listed[f"{SHARDS_DIR}/*/*.tar"]:
+        task_name, name = rel.split("/")[-2], posixpath.basename(rel)[: -len(".tar")]
+        if rel not in uncommitted and manifest_part_path(task_name, name) not in parts:
+            loc.remove(rel)
+            orphans.append(rel)
+    return removed + sorted(uncommitted) + orphans
