@@ -155,7 +155,8 @@ def build_relabel_dataset(cfg: PipelineConfig, src: Location, tars: list[str], r
 
     ds = ray.data.from_items([{"tar": t} for t in tars], override_num_blocks=max(1, min(len(tars), 4096)))
     res = cfg.assemble.resources
-    ds = ds.map_batches(load_pairs, fn_kwargs={"src_url": src.url, "tasks": tasks, "done_pairs": done_pairs},
+    ds = ds.map_batches(load_pairs, fn_kwargs={"src_url": src.url, "tasks": tasks, "done_pairs": done_pairs,
+                                               "rows_per_block": getattr(cfg, plan[0]).resources.batch_size},
                         compute=ray.data.TaskPoolStrategy(size=res.concurrency), batch_size=1, num_cpus=res.num_cpus,
                         batch_format="pyarrow")
     for name in plan:

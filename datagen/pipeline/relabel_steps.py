@@ -21,11 +21,10 @@ from schemas.reasons import TRANSIENT, kind_of
 from stages.base import Stage
 
 RELABEL_JSON, RERUN, STALE, KEPT = "relabel_json", "relabel_rerun", "relabel_stale", "relabel_kept_json"
-PAIRS_PER_BATCH = 32  # rows handed on per block: a pair-store tar streams instead of landing whole
-
-
-def load_pairs(batch: dict[str, Any], src_url: str, tasks: list[str], done_pairs: frozenset[str]) -> Iterator[dict]:
-    """Ray task: pair-store tars (column `tar`) -> the pairs not yet done, as re-label rows."""
+def load_pairs(batch: dict[str, Any], src_url: str, tasks: list[str], done_pairs: frozenset[str],
+               rows_per_block: int) -> Iterator[dict]:
+    """Ray task: pair-store tars (column `tar`) -> the pairs not yet done, as re-label rows, in blocks
+    of the first stage's batch size: a tar streams through the job instead of landing whole."""
     loc = Location.parse(src_url)
     for rel in batch["tar"].to_pylist() if hasattr(batch["tar"], "to_pylist") else list(batch["tar"]):
         rows = []
@@ -36,7 +35,7 @@ def load_pairs(batch: dict[str, Any], src_url: str, tasks: list[str], done_pairs
             row[RELABEL_JSON] = json.dumps({"tasks": tasks, "old_samples": doc["samples"], "old_labels": doc["labels"]})
             row[RERUN], row[STALE], row[KEPT] = [], [], "[]"
             rows.append(row)
-            if len(rows) == PAIRS_PER_BATCH:
+            if len(rows) == rows_per_block:
                 yield C.rows_to_batch(rows)
                 rows = []
         if rows:

@@ -7,16 +7,28 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
 
 import pytest
+from typer.testing import CliRunner
 
+from datagen.cli import app
 from datagen.io.pair_store import changes, iter_pairs, read_pair_index
 from datagen.io.reader import iter_samples
 from datagen.io.storage import Location
 from datagen.io.tables import read_manifest
 from datagen.io.validate import validate
+from datagen.pipeline.progress import read_progress
 from datagen.pipeline.relabel import dataset_config, relabel
 from schemas.labels import TASK_LABELS, tasks_depending_on
+from schemas.members import pair_of
+from tests.caption.fake_openai import FakeOpenAI
+from tests.pipeline.test_run_e2e import _wait_for
 
 pytestmark = pytest.mark.slow
 CUTOUT_MEMBERS = {"multi_object_customization": {"in0.jpg", "in1.jpg"}, "object_insertion": {"in0.jpg", "in1.jpg"},
@@ -146,3 +158,122 @@ def test_depth_and_edges_relabel_then_only_stale_finds_nothing(reference_run, ti
     assert sum(again.samples_changed.values()) == 0  # nothing is stale against the same models
     assert samples(tmp_path / "v3").keys() == after.keys()
     assert validate(str(tmp_path / "v3")).ok
+
+
+def scripted_caption(body, n):
+    """A new VLM that names two objects on pairs whose frame A has an even index, none elsewhere."""
+    text = body["messages"][-1]["content"][-1]["text"]
+    frame_a = int(re.search(r"frame_a: (\d+)", text).group(1))
+    objects = [{"name": "red lamp", "box": [4, 4, 40, 40]}, {"name": "chair", "box": [44, 30, 80, 80]}]
+    return 200, json.dumps({"caption_a": "a room", "caption_b": "the same room later", "differences": ["time"],
+                            "instruction": "wait a moment", "edit_type": "other",
+                            "objects": objects if frame_a % 2 == 0 else []})
+
+
+@pytest.fixture(scope="module")
+def cascade(reference_run, tmp_path_factory):
+    src, _ = reference_run
+    out = tmp_path_factory.mktemp("relabel") / "cascade"
+    with FakeOpenAI(scripted_caption, lambda body: "all") as server:
+        cfg = dataset_config(str(src), None, ["caption.backend=vllm-server", f"caption.endpoints=[{server.url}]",
+                                              "caption.model=scripted-vlm", "caption.max_objects=2",
+                                              "caption.max_text_chars=60", "caption.retry_backoff_s=0"])
+        summary = relabel(str(src), str(out), ["caption"], cfg)
+    return src, out, summary
+
+
+def test_new_objects_in_a_caption_rerun_segment_for_that_pair_only(cascade):
+    src, out, summary = cascade
+    report = validate(str(out))
+    assert report.ok, report.problems
+    old_pairs, new_pairs = pair_docs(src), pair_docs(out)
+    with_objects = {pk for pk, d in new_pairs.items() if d["caption"]["objects"]}
+    assert 0 < len(with_objects) < len(new_pairs)  # the cascade is per pair
+    for pk, new in new_pairs.items():
+        old = old_pairs[pk]
+        if pk in with_objects:
+            assert new["history"]["rerun"] == ["caption", "segment"]
+            assert {s["name"] for s in new["segments"]} <= {"red lamp", "chair"}
+            assert new["labels"]["segment"] == old["labels"]["segment"]  # same SAM2, new prompts
+        else:  # no objects before, none now: segment's input is unchanged, so are its masks
+            assert new["history"]["rerun"] == ["caption"]
+            assert new["segments"] == old["segments"]
+            assert new["_members"]["masks_a.0.png"] == old["_members"]["masks_a.0.png"]
+    before, after = samples(src), samples(out)
+    delta = changes(Location.parse(str(out)))
+    assert delta["added"] or delta["removed"]
+    assert set(after) == (set(before) - set(delta["removed"])) | set(delta["added"])
+    assert set(delta["changed"]) <= set(before) & set(after)
+    referring = [s for s in after.values() if s.record.task == "referring_segmentation"
+                 and pair_of(s.key) in with_objects]
+    assert referring and all(s.record.prompt.base in ("segment the red lamp", "segment the chair") for s in referring)
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["relabel"]["keys"] == {k: len(v) for k, v in delta.items()}
+    assert list(stats["stages"])[:3] == ["pair store", "caption", "segment"]  # run's stage-yield table
+
+
+def test_readers_load_every_task_directory_of_the_new_version(cascade):
+    datasets = pytest.importorskip("datasets")
+    import ray
+    import webdataset as wds
+
+    _, out, _ = cascade
+    keys = sorted(read_manifest(Location.parse(str(out))).column("key").to_pylist())
+    urls = sorted(str(p) for p in (out / "shards").rglob("*.tar"))
+    assert sorted(s["__key__"] for s in wds.WebDataset(urls, shardshuffle=False)) == keys
+    n = 0
+    for task_dir in sorted((out / "shards").iterdir()):
+        files = sorted(str(p) for p in task_dir.glob("*.tar"))
+        ds = datasets.load_dataset("webdataset", data_files={"train": files}, split="train")
+        assert {r["json"]["task"] for r in ds} == {task_dir.name}
+        n += len(ds)
+    assert n == len(keys)
+    ray.init(address="local", num_cpus=1, include_dashboard=False, ignore_reinit_error=True)
+    assert sorted(r["__key__"] for r in ray.data.read_webdataset(str(out / "shards"), decoder=None).iter_rows()) == keys
+
+
+def test_relabel_resumes_after_sigkill_to_the_same_bytes(caption_v2, tiny_models, tmp_path):
+    src, reference, _ = caption_v2
+    out = tmp_path / "killed"
+    # no --config: the dataset's own config.yaml, with the new model set on top
+    cmd = [sys.executable, "-m", "datagen", "relabel", "--input", str(src), "--output", str(out), "--stages", "caption",
+           "--set", f"caption.model={tiny_models['caption_v2']}", "--set", "write.min_rows_per_write=1",
+           "--set", "caption.resources.batch_size=2",
+           "--set", "assemble.resources.batch_size=2"]  # several write tasks: a kill lands between commits
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        committed = lambda: [p for p in (out / "progress").glob("*commit.parquet")  # noqa: E731
+                             if not p.name.startswith("copy-")]
+        assert _wait_for(committed, proc), "the relabel finished before the kill point"
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # the driver and its local Ray workers, mid-job
+        except ProcessLookupError:
+            pass
+        proc.wait(30)
+    done_before = len(read_progress(Location.parse(str(out))))
+    assert done_before < len(pair_docs(src))  # killed part way
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "resuming" in res.stderr
+    assert validate(str(out)).ok
+    got, want = samples(out), samples(reference)
+    assert got.keys() == want.keys()
+    for key, s in got.items():
+        assert s.record == want[key].record and s.media == want[key].media
+    keys = read_manifest(Location.parse(str(out))).column("key").to_pylist()
+    assert len(keys) == len(set(keys))
+    assert {pk: {m: d for m, d in doc["_members"].items()} for pk, doc in pair_docs(out).items()} == \
+           {pk: {m: d for m, d in doc["_members"].items()} for pk, doc in pair_docs(reference).items()}
+
+
+def test_a_dataset_without_pair_store_is_readable_and_relabel_says_why_not(reference_run, tmp_path):
+    src, _ = reference_run
+    old = tmp_path / "old"
+    shutil.copytree(src, old, ignore=shutil.ignore_patterns("pairs"))
+    assert validate(str(old)).ok
+    res = CliRunner().invoke(app, ["relabel", "--input", str(old), "--output", str(tmp_path / "v2"),
+                                   "--stages", "caption"])
+    line = " ".join(res.output.split())  # rich wraps the line at the terminal width
+    assert res.exit_code == 2 and "Traceback" not in line
+    assert "has no pair store" in line and "datagen run" in line
