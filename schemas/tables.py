@@ -64,6 +64,8 @@ PAIR_INDEX_SCHEMA = pa.schema([
     ("video_uri", pa.string()),
     ("shard", pa.string()),  # the pair-store tar, relative to the dataset root, e.g. pairs/000-00003-000000.tar
     ("pair_bytes", pa.int64()),
+    ("tar_offset", pa.int64()),  # where the pair's members start in its tar: a re-label reads byte ranges
+    ("tar_bytes", pa.int64()),  # how many bytes of the tar they span (headers and padding included)
     ("members", pa.list_(MEMBER)),
     ("labels", pa.list_(LABEL)),  # provenance of every label the record holds
     ("samples", pa.list_(pa.string())),  # keys of the pair's samples in this version

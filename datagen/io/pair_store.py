@@ -145,6 +145,7 @@ class PairStoreWriter:
             self._file = self.loc.open_abs(self._tmp, "wb")
             self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.USTAR_FORMAT)
         pk = doc["pair_key"]
+        start = self._tar.offset
         for name, data in members.items():
             info = tarfile.TarInfo(f"{pk}.{name}")
             info.size, info.mtime, info.mode = len(data), _MTIME, 0o444
@@ -154,6 +155,7 @@ class PairStoreWriter:
         self._rows.append({
             "pair_key": pk, "video_id": doc["source"][C.VIDEO_ID], "video_uri": doc["source"][C.VIDEO_URI],
             "shard": self._rel, "pair_bytes": sum(len(b) for b in members.values()),
+            "tar_offset": start, "tar_bytes": self._tar.offset - start,
             "members": [{"name": f"{pk}.{n}", "size_bytes": len(members[n])} for n in members],
             "labels": [{"stage": s, "model_id": p["model_id"], "revision": p.get("revision", ""),
                         "params_json": json.dumps(p.get("params", {}), sort_keys=True)}
@@ -210,6 +212,33 @@ def iter_pairs(loc: Location, tar_rel: str) -> Iterator[dict[str, bytes]]:
     """The records of one pair-store tar, as member dicts (`json`, `image_a.jpg`, ...), in order."""
     for raw in group_members(tar_members([{"url": loc.url_of(tar_rel)}])):
         yield {k: v for k, v in raw.items() if not k.startswith("__")}
+
+
+def read_pair_range(loc: Location, tar_rel: str, offset: int, span: int) -> Iterator[dict[str, bytes]]:
+    """The records in bytes [offset, offset + span) of a pair-store tar (index `tar_offset`/`tar_bytes`):
+    one range read, so many tasks can share one big tar."""
+    with loc.open(tar_rel) as f:
+        f.seek(offset)
+        data = f.read(span)
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+        members = [{"fname": i.name, "data": tar.extractfile(i).read(), "__url__": tar_rel} for i in tar if i.isfile()]
+    for raw in group_members(members):
+        yield {k: v for k, v in raw.items() if not k.startswith("__")}
+
+
+def read_chunks(loc: Location, pairs_per_chunk: int) -> list[dict[str, Any]]:
+    """The pair store as byte ranges of `pairs_per_chunk` consecutive records: a re-label's input rows."""
+    index = read_pair_index(loc).select(["shard", "tar_offset", "tar_bytes"]).to_pylist()
+    chunks: list[dict[str, Any]] = []
+    for row in sorted(index, key=lambda r: (r["shard"], r["tar_offset"])):
+        last = chunks[-1] if chunks else None
+        if last and last["tar"] == row["shard"] and last["pairs"] < pairs_per_chunk \
+                and last["offset"] + last["span"] == row["tar_offset"]:
+            last["span"] += row["tar_bytes"]
+            last["pairs"] += 1
+        else:
+            chunks.append({"tar": row["shard"], "offset": row["tar_offset"], "span": row["tar_bytes"], "pairs": 1})
+    return chunks
 
 
 def changes(loc: Location) -> dict[str, list[str]]:

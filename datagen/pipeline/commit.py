@@ -16,7 +16,9 @@ write task, or loses a node (or the driver) mid-write:
 3. Roll back what has no commit record. `clean_partial_writes` deletes temporary files,
    shards without a manifest part, and every file of a write prefix whose commit record
    does not exist. It runs when a run starts (nothing writes then) and when the last write
-   task has finished (a dead attempt's files go, its retry's stay).
+   task has finished (a dead attempt's files go, its retry's stay). Only prefixes of the
+   run attempts recorded in the dataset's run.json are rolled back: files that other
+   writers made or copied (relabel, DatasetWriter) are never touched.
 4. Resume skips only what a commit record names. A pair absent from every commit record
    is recomputed; its earlier, uncommitted files were rolled back, so writing it again
    duplicates nothing. A pair named in one is never produced again. A transient failure
@@ -33,6 +35,7 @@ from __future__ import annotations
 import posixpath
 import re
 import uuid
+from typing import Iterable
 
 import pyarrow as pa
 
@@ -76,16 +79,18 @@ def committed_prefixes(loc: Location) -> set[str]:
             if (m := _RECORD.fullmatch(posixpath.basename(p)))}
 
 
-def clean_partial_writes(loc: Location) -> list[str]:
+def clean_partial_writes(loc: Location, run_attempts: Iterable[str] = ()) -> list[str]:
     """Delete temporary files, shards that never got their manifest part, and every file of
-    a write attempt that never wrote its commit record. Call it only when no write runs."""
+    a write attempt of `run_attempts` that never wrote its commit record. Call it only
+    when nothing writes."""
     removed = loc.glob("**/*.tmp-*")
     for rel in removed:
         loc.remove(rel)
-    committed = committed_prefixes(loc)
+    committed, attempts = committed_prefixes(loc), set(run_attempts)
     listed = {pattern: loc.glob(pattern) for pattern, _ in _TASK_FILES}
     uncommitted = {rel for pattern, name in _TASK_FILES for rel in listed[pattern]
-                   if (m := name.fullmatch(posixpath.basename(rel))) and m.group(1) not in committed}
+                   if (m := name.fullmatch(posixpath.basename(rel))) and m.group(1) not in committed
+                   and m.group(1).split("-")[0] in attempts}
     # manifest parts before their shards: a clean cut short leaves shards without parts,
     # which the next clean removes by the rule below
     for rel in sorted(uncommitted, key=lambda rel: not rel.startswith(MANIFEST_DIR)):

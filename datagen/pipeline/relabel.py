@@ -27,7 +27,7 @@ import yaml
 from datagen import UserError
 from datagen.config import apply_overrides, from_dict, load_yaml, to_dict
 from datagen.io.pair_store import changes as read_changes
-from datagen.io.pair_store import decode_pair, has_pair_store, iter_pairs, read_pair_index
+from datagen.io.pair_store import decode_pair, has_pair_store, iter_pairs, read_chunks, read_pair_index
 from datagen.io.shards import FAILURES_DIR, SHARDS_DIR, manifest_part_path, write_parquet
 from datagen.io.storage import Location
 from datagen.io.tables import compute_stats, read_manifest, read_stats, write_stats
@@ -112,8 +112,11 @@ def _check_resume(dst: Location, cfg: PipelineConfig, src: Location, stages: lis
         raise UserError(f"{dst.url} holds another job's output (fingerprint {run['fingerprint']}, now {fp}); rerun "
                         f"the same relabel command to resume it, or choose a new --output")
     resumed = run is not None
-    run = run or {"fingerprint": fp, "attempts": 0, "relabel": what}
+    run = run or {"fingerprint": fp, "attempts": 0, "relabel": what, "attempt_ids": [COPY_ATTEMPT]}
     run["attempts"] += 1
+    # the write prefixes of this attempt start with its id: only these are ever rolled back
+    run["attempt"] = f"{run['attempts']:03d}{uuid.uuid4().hex[:4]}"
+    run["attempt_ids"] = [*run["attempt_ids"], run["attempt"]]
     dst.makedirs()
     dst.write_bytes(CONFIG_FILE, yaml.safe_dump(to_dict(cfg), sort_keys=False).encode())
     dst.write_bytes(RUN_FILE, json.dumps(run, indent=2).encode())
@@ -149,14 +152,15 @@ def copy_unchanged(src: Location, dst: Location, tasks: list[str], version: int)
     return len(rows_by_shard)
 
 
-def build_relabel_dataset(cfg: PipelineConfig, src: Location, tars: list[str], requested: list[str], plan: list[str],
+def build_relabel_dataset(cfg: PipelineConfig, src: Location, requested: list[str], plan: list[str],
                           tasks: list[str], only_stale: bool, done_pairs: frozenset[str]):
     import ray
 
-    ds = ray.data.from_items([{"tar": t} for t in tars], override_num_blocks=max(1, min(len(tars), 4096)))
+    # one input row per byte range of the first stage's batch of pairs: tasks stream the store in parallel
+    chunks = read_chunks(src, getattr(cfg, plan[0]).resources.batch_size)
+    ds = ray.data.from_items(chunks, override_num_blocks=max(1, min(len(chunks), 4096)))
     res = cfg.assemble.resources
-    ds = ds.map_batches(load_pairs, fn_kwargs={"src_url": src.url, "tasks": tasks, "done_pairs": done_pairs,
-                                               "rows_per_block": getattr(cfg, plan[0]).resources.batch_size},
+    ds = ds.map_batches(load_pairs, fn_kwargs={"src_url": src.url, "tasks": tasks, "done_pairs": done_pairs},
                         compute=ray.data.TaskPoolStrategy(size=res.concurrency), batch_size=1, num_cpus=res.num_cpus,
                         batch_format="pyarrow")
     for name in plan:
@@ -181,10 +185,9 @@ def relabel(input_url: str, output_url: str, stages: list[str], cfg: PipelineCon
     rebuilt = [t for t in tasks_depending_on(plan) if cfg.assemble.tasks.get(t, 0) > 0]
     unchanged = [t for t in cfg.assemble.tasks if t not in rebuilt]
     run, resumed = _check_resume(dst, cfg, src, stages, only_stale)
-    removed = clean_partial_writes(dst)
+    removed = clean_partial_writes(dst, run["attempt_ids"])
     state = ResumeState.load(dst)
     index = read_pair_index(src).select(["pair_key", "shard"]).to_pydict()
-    tars = sorted(set(index["shard"]))
     if console:
         cascade = [s for s in plan if s not in stages]
         console.print(f"datagen relabel: {', '.join(stages)}"
@@ -195,11 +198,12 @@ def relabel(input_url: str, output_url: str, stages: list[str], cfg: PipelineCon
                          f"{len(removed)} partial files removed" if resumed else ""), highlight=False)
     copied = copy_unchanged(src, dst, unchanged, version)
     init_ray(cfg)
-    ds = build_relabel_dataset(cfg, src, tars, stages, plan, rebuilt, only_stale, frozenset(state.done_pairs))
+    ds = build_relabel_dataset(cfg, src, stages, plan, rebuilt, only_stale, frozenset(state.done_pairs))
     sink = DatasetSink(dst.url, cfg.write.limits, cfg.write.min_rows_per_write,
-                       attempt=f"{run['attempts']:03d}{uuid.uuid4().hex[:4]}", dataset_version=version)
+                       attempt=run["attempt"], storage_retries=cfg.write.storage_retries,
+                       storage_backoff_s=cfg.write.storage_backoff_s, dataset_version=version)
     ds.write_datasink(sink)
-    clean_partial_writes(dst)
+    clean_partial_writes(dst, run["attempt_ids"])  # attempts of write tasks Ray retried
     manifest = read_manifest(dst).select(["changed_labels"]).to_pydict()["changed_labels"]
     changed = Counter(s for labels in manifest for s in labels)
     delta = read_changes(dst)

@@ -10,9 +10,9 @@ three columns that say what happened to it in this job:
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator
+from typing import Any
 
-from datagen.io.pair_store import decode_pair, iter_pairs
+from datagen.io.pair_store import decode_pair, read_pair_range
 from datagen.io.storage import Location
 from schemas import columns as C
 from schemas.labels import LABEL_COLUMNS, STAGE_INPUTS, dependents
@@ -21,25 +21,20 @@ from schemas.reasons import TRANSIENT, kind_of
 from stages.base import Stage
 
 RELABEL_JSON, RERUN, STALE, KEPT = "relabel_json", "relabel_rerun", "relabel_stale", "relabel_kept_json"
-def load_pairs(batch: dict[str, Any], src_url: str, tasks: list[str], done_pairs: frozenset[str],
-               rows_per_block: int) -> Iterator[dict]:
-    """Ray task: pair-store tars (column `tar`) -> the pairs not yet done, as re-label rows, in blocks
-    of the first stage's batch size: a tar streams through the job instead of landing whole."""
+def load_pairs(batch: dict[str, Any], src_url: str, tasks: list[str], done_pairs: frozenset[str]) -> dict[str, list]:
+    """Ray task: byte ranges of pair-store tars (pair_store.read_chunks) -> their pairs not yet done,
+    as re-label rows."""
     loc = Location.parse(src_url)
-    for rel in batch["tar"].to_pylist() if hasattr(batch["tar"], "to_pylist") else list(batch["tar"]):
-        rows = []
-        for members in iter_pairs(loc, rel):
+    rows = []
+    for chunk in C.batch_to_rows(batch):
+        for members in read_pair_range(loc, chunk["tar"], chunk["offset"], chunk["span"]):
             row, doc = decode_pair(members)
             if doc["pair_key"] in done_pairs:
                 continue
             row[RELABEL_JSON] = json.dumps({"tasks": tasks, "old_samples": doc["samples"], "old_labels": doc["labels"]})
             row[RERUN], row[STALE], row[KEPT] = [], [], "[]"
             rows.append(row)
-            if len(rows) == rows_per_block:
-                yield C.rows_to_batch(rows)
-                rows = []
-        if rows:
-            yield C.rows_to_batch(rows)
+    return C.rows_to_batch(rows)
 
 
 class RelabelStep:

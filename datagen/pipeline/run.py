@@ -186,6 +186,9 @@ def check_run_config(loc: Location, cfg: PipelineConfig) -> tuple[dict, bool]:
     resumed = run is not None
     run = run or {"fingerprint": fp, "attempts": 0}
     run["attempts"] += 1
+    # the write prefixes of this attempt start with its id: only these are ever rolled back
+    run["attempt"] = f"{run['attempts']:03d}{uuid.uuid4().hex[:4]}"
+    run["attempt_ids"] = [*run.get("attempt_ids", []), run["attempt"]]
     loc.makedirs()
     loc.write_bytes(CONFIG_FILE, yaml.safe_dump(to_dict(cfg), sort_keys=False).encode())
     loc.write_bytes(RUN_FILE, json.dumps(run, indent=2).encode())
@@ -214,7 +217,7 @@ def run_pipeline(cfg: PipelineConfig, inputs: list[str], output: str, *, console
     t0 = time.time()
     loc = Location.parse(output)
     run, resumed = check_run_config(loc, cfg)
-    removed = clean_partial_writes(loc)
+    removed = clean_partial_writes(loc, run["attempt_ids"])
     state = ResumeState.load(loc)
     sources = source_rows(inputs)
     if console:
@@ -225,7 +228,7 @@ def run_pipeline(cfg: PipelineConfig, inputs: list[str], output: str, *, console
     init_ray(cfg)
     ds = build_dataset(cfg, sources, state)
     sink = DatasetSink(output, cfg.write.limits, cfg.write.min_rows_per_write,
-                       attempt=f"{run['attempts']:03d}{uuid.uuid4().hex[:4]}",
+                       attempt=run["attempt"],
                        storage_retries=cfg.write.storage_retries, storage_backoff_s=cfg.write.storage_backoff_s)
     ds.write_datasink(sink)
     stats = compute_stats(loc, stage_yields(loc, len(sources), cfg.labels),

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections import Counter
 from typing import Any, Iterable
 
@@ -95,11 +94,11 @@ def write_rows(loc: Location, rows: Iterable[dict[str, Any]], *, prefix: str, li
 class DatasetSink(Datasink):
     """Ray Data sink: each write attempt writes its own files under a fresh prefix."""
 
-    def __init__(self, url: str, limits: ShardLimits, min_rows_per_write: int, attempt: str | None = None,
+    def __init__(self, url: str, limits: ShardLimits, min_rows_per_write: int, attempt: str,
                  storage_retries: int = 4, storage_backoff_s: float = 2.0, dataset_version: int = 1):
         self.url, self.limits = url, limits
         self._min_rows = min_rows_per_write
-        self.attempt = attempt or uuid.uuid4().hex[:6]  # the run attempt; each write adds its own token
+        self.attempt = attempt  # the run attempt (recorded in run.json); each write adds its own token
         self.storage_retries, self.storage_backoff_s = storage_retries, storage_backoff_s
         self.dataset_version = dataset_version  # a re-label writes the next version
         self.totals: Counter = Counter()
@@ -114,8 +113,7 @@ class DatasetSink(Datasink):
         attempt = 0
         while True:
             try:
-                rows = (r for t in tables for r in t.to_pylist())
-                return write_rows(loc, rows, prefix=write_prefix(self.attempt, ctx.task_idx), limits=self.limits,
+                return write_rows(loc, self.rows_of(tables), prefix=write_prefix(self.attempt, ctx.task_idx), limits=self.limits,
                                   dataset_version=self.dataset_version)
             except Exception as e:
                 if is_disk_full(e):
@@ -130,9 +128,13 @@ class DatasetSink(Datasink):
             time.sleep(self.storage_backoff_s * 2 ** attempt)
             attempt += 1
 
+    def rows_of(self, tables: list) -> Iterable[dict[str, Any]]:
+        """The rows of one write task, one pair each (a seam for fault tests)."""
+        return (r for t in tables for r in t.to_pylist())
+
     def on_write_complete(self, write_result) -> None:
         for r in write_result.write_returns:
             self.totals.update(r)
         # every write task has finished: files of attempts that died (Ray retried them
         # under a new prefix) have no commit record and go now
-        clean_partial_writes(Location.parse(self.url))
+        clean_partial_writes(Location.parse(self.url), [self.attempt])

@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
-# script(body, call_number_for_this_case) -> (status, content)
+# script(body, call_number_for_this_case) -> (status, content); two statuses that are not
+# HTTP: DROP closes the connection without an answer, HANG answers nothing until the server
+# stops (the client's timeout fires)
 Script = Callable[[dict, int], tuple[int, str]]
+DROP, HANG = 0, -1
 
 
 class FakeOpenAI:
@@ -17,6 +21,7 @@ class FakeOpenAI:
         self.calls: dict[str, int] = {}
         self.in_flight = self.max_in_flight = 0
         self.gate: threading.Barrier | None = None  # set to make handlers wait for each other
+        self.stopping = threading.Event()  # releases HANG handlers
         self._lock = threading.Lock()
         fake = self
 
@@ -40,6 +45,12 @@ class FakeOpenAI:
                 status, content = fake.script(body, n)
                 with fake._lock:
                     fake.in_flight -= 1
+                if status == HANG:
+                    fake.stopping.wait()
+                if status in (DROP, HANG):
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
                 reply = {"choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]}
                 data = json.dumps(reply if status == 200 else {"error": content}).encode()
                 self.send_response(status)
@@ -57,5 +68,6 @@ class FakeOpenAI:
         return self
 
     def __exit__(self, *exc):
+        self.stopping.set()
         self.server.shutdown()
         self.server.server_close()

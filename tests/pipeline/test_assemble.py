@@ -19,14 +19,33 @@ def assemble(row, **cfg):
 
 
 def samples_of(rows):
-    return {r["task_id"]: r for r in rows if r["row_kind"] == "sample"}
+    """{task_id: {"key", "record_json", "member_names", "member_data"}} of the one pair row."""
+    (row,) = rows
+    out = {}
+    for key, rec, names, data in zip(row[C.SAMPLE_KEYS], row[C.SAMPLE_RECORDS], row[C.SAMPLE_MEMBER_NAMES],
+                                     row[C.SAMPLE_MEMBER_DATA]):
+        out[SampleRecord.from_json(rec).task_id] = {"key": key, "record_json": rec, "member_names": names,
+                                                    "member_data": data}
+    return out
 
 
-def test_one_pair_gives_every_task_and_a_progress_row():
+def test_one_pair_gives_one_row_with_every_task():
     rows = assemble(make_labelled_pair_row())
-    pair_rows = [r for r in rows if r["row_kind"] == "pair"]
-    assert len(pair_rows) == 1 and json.loads(pair_rows[0]["skipped_json"]) == {}
+    assert len(rows) == 1 and json.loads(rows[0][C.SKIPPED]) == {} and rows[0][C.PAIR_KEY] == "vidA_s0000_p0000"
     assert sorted(samples_of(rows)) == [t.id for t in TASKS]
+    assert json.loads(rows[0][C.MADE]) == [t.name for t in TASKS] and json.loads(rows[0][C.SAMPLE_FAILURES]) == []
+
+
+def test_a_sample_that_fails_to_build_is_reported_and_its_siblings_still_made(monkeypatch):
+    from stages import assemble as A
+
+    real = A._PairContext.build
+    monkeypatch.setattr(A._PairContext, "build", lambda self, task, key: (_ for _ in ()).throw(ValueError("broken mask"))
+                        if task == "object_insertion" else real(self, task, key))
+    rows = assemble(make_labelled_pair_row())
+    (failure,) = json.loads(rows[0][C.SAMPLE_FAILURES])
+    assert failure["reason"] == "assemble_error" and failure["key"].endswith("_t03") and "broken mask" in failure["detail"]
+    assert len(samples_of(rows)) == len(TASKS) - 1
 
 
 def test_media_from_earlier_stages_is_reused_byte_for_byte():
@@ -70,15 +89,14 @@ def test_assets_are_cut_out_on_neutral_background_and_canvas_blanks_the_object()
 
 def test_objects_missing_means_tasks_skipped_with_reason():
     rows = assemble(make_labelled_pair_row(n_objects=1))
-    skipped = json.loads(next(r for r in rows if r["row_kind"] == "pair")["skipped_json"])
+    skipped = json.loads(rows[0][C.SKIPPED])
     assert skipped == {"multi_object_customization": "too_few_objects"}
     assert 3 in samples_of(rows) and 8 in samples_of(rows)
 
 
 def test_task_ratios_are_deterministic_per_key():
     rows = [make_labelled_pair_row(pair=p) for p in range(40)]
-    pick = lambda: [(r["key"]) for row in rows for r in assemble(row, tasks={"instruction_edit": 0.5})  # noqa: E731
-                    if r["row_kind"] == "sample"]
+    pick = lambda: [k for row in rows for k in assemble(row, tasks={"instruction_edit": 0.5})[0][C.SAMPLE_KEYS]]  # noqa: E731
     first = pick()
     assert 8 <= len(first) <= 32 and first == pick()
 
