@@ -146,29 +146,26 @@ def demo(
 @app.command()
 @user_errors
 def relabel(
-    input: str = typer.Option(..., "--input", help="existing dataset"),
+    input: str = typer.Option(..., "--input", help="existing dataset (a datagen run or relabel output)"),
     output: str = typer.Option(..., "--output", help="new dataset version"),
-    stages: str = typer.Option(..., "--stages", help="comma list: depth,edges,caption,segment"),
-    config: Optional[Path] = typer.Option(None, help="YAML config with the new models"),
-    only_stale: bool = typer.Option(False, "--only-stale", help="touch only samples whose provenance differs"),
+    stages: str = typer.Option(..., "--stages", help="comma list of labels to re-run: caption,segment,depth,edges"),
+    config: Optional[Path] = typer.Option(None, help="YAML laid over the dataset's own config.yaml (e.g. new models)"),
+    set_: List[str] = typer.Option([], "--set", help="override a config key, e.g. depth.model=PATH"),
+    only_stale: bool = typer.Option(False, "--only-stale", help="re-run only labels whose provenance differs"),
 ):
-    """Re-run some labelling stages on an existing dataset into a new version."""
-    from rich.progress import Progress
+    """Re-run labelling stages (and what depends on them) on a dataset's pair store into a new version."""
+    from datagen.pipeline.relabel import dataset_config, relabel as run_relabel
+    from datagen.pipeline.report import print_summary
 
-    from datagen.pipeline.config import load_config
-    from datagen.pipeline.relabel import relabel as run_relabel
-
-    cfg = load_config(config)
+    cfg = dataset_config(input, config, set_)
     names = [s.strip() for s in stages.split(",") if s.strip()]
-    with Progress(console=console, transient=True) as bar:
-        job = bar.add_task("relabelling shards", total=None)
-        summary = run_relabel(input, output, names, cfg, only_stale,
-                              progress=lambda done, total: bar.update(job, completed=done, total=total))
+    summary = run_relabel(input, output, names, cfg, only_stale, console=console)
+    print_summary(summary, Console())  # the stage-yield and failure tables of `datagen run`
     changed = ", ".join(f"{k}={v}" for k, v in summary.samples_changed.items()) or "none"
-    console.print(f"relabelled {summary.shards_relabelled} shards (labels changed: {changed}; "
-                  f"{summary.samples_copied} samples copied unchanged), copied {summary.shards_copied} shards "
-                  f"byte for byte, {summary.shards_skipped_done} already done, {summary.failures} failures", highlight=False)
-    console.print(f"dataset: {summary.output}", highlight=False)
+    keys = ", ".join(f"{n} {k}" for k, n in summary.changes.items())
+    console.print(f"relabelled {summary.pairs} pairs: labels re-run in {changed} samples; keys {keys}; "
+                  f"rebuilt {', '.join(summary.tasks_rebuilt)}; {summary.shards_copied} shards copied byte for byte",
+                  highlight=False)
 
 
 @app.command()

@@ -56,3 +56,21 @@ PROGRESS_SCHEMA = pa.schema([
     ("made", pa.list_(pa.string())),  # task names sampled from the pair
     ("skipped_json", pa.string()),  # {task: reason} for tasks that did not apply
 ])
+
+# The pair store's index (datagen/io/pair_store.py): one row per pair record, beside its tar.
+PAIR_INDEX_SCHEMA = pa.schema([
+    ("pair_key", pa.string()),
+    ("video_id", pa.string()),
+    ("video_uri", pa.string()),
+    ("shard", pa.string()),  # the pair-store tar, relative to the dataset root, e.g. pairs/000-00003-000000.tar
+    ("pair_bytes", pa.int64()),
+    ("tar_offset", pa.int64()),  # where the pair's members start in its tar: a re-label reads byte ranges
+    ("tar_bytes", pa.int64()),  # how many bytes of the tar they span (headers and padding included)
+    ("members", pa.list_(MEMBER)),
+    ("labels", pa.list_(LABEL)),  # provenance of every label the record holds
+    ("samples", pa.list_(pa.string())),  # keys of the pair's samples in this version
+    ("added", pa.list_(pa.string())),  # a re-label: keys new in this version
+    ("removed", pa.list_(pa.string())),  # a re-label: keys of the version it came from that are gone
+    ("changed", pa.list_(pa.string())),  # a re-label: keys whose labels were re-run
+    ("dataset_version", pa.int32()),
+])

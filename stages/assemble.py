@@ -21,18 +21,12 @@ from datagen.cutouts import cut_out, remove_region
 from datagen.media import decode_image, encode_image
 from datagen.prompts import base_prompt, context_prompt
 from schemas import columns as C
+from schemas.labels import TASK_LABELS
 from schemas.members import input_member, pair_key, sample_key, target_member
 from schemas.sample import ImageRef, Prompt, Provenance, SampleRecord, Source
 from schemas.tasks import TASK_BY_NAME, TASKS, ImageKind, Role, input_slots
 from stages.base import Resources, Stage
 
-# Which labelling stages each task's members and prompts depend on (its provenance).
-TASK_LABELS = {
-    "text_to_image": ("caption",), "instruction_edit": ("caption",),
-    "multi_object_customization": ("caption", "segment"), "object_insertion": ("caption", "segment"),
-    "depth_to_image": ("caption", "depth"), "edge_to_image": ("caption", "edges"),
-    "depth_estimation": ("depth",), "edge_detection": ("edges",), "referring_segmentation": ("caption", "segment"),
-}
 
 
 @dataclass
@@ -99,7 +93,8 @@ class AssembleStage(Stage):
             names.append(list(media))
             data.append(list(media.values()))
             made.append(name)
-        return {C.VIDEO_URI: row[C.VIDEO_URI], C.VIDEO_ID: row[C.VIDEO_ID],
+        # the labelled pair itself rides along: the writer keeps it in the pair store
+        return {**row, C.VIDEO_URI: row[C.VIDEO_URI], C.VIDEO_ID: row[C.VIDEO_ID],
                 C.PAIR_KEY: pair_key(row[C.VIDEO_ID], row[C.SHOT], row[C.PAIR]),
                 C.PAIRS_IN_VIDEO: row.get(C.PAIRS_IN_VIDEO), C.MADE: json.dumps(made),
                 C.SKIPPED: json.dumps(skipped, sort_keys=True), C.SAMPLE_FAILURES: json.dumps(failures),

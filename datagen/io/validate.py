@@ -14,10 +14,13 @@ import jsonschema
 import numpy as np
 from PIL import Image
 
+from datagen.io import pair_store as P
 from datagen.io.shards import SHARDS_DIR
 from datagen.io.storage import Location
 from datagen.io.tables import read_manifest
+from schemas import columns as C
 from schemas.jsonschema import load_schema
+from schemas.members import pair_of
 from schemas.sample import SampleRecord
 from schemas.tasks import TASK_BY_NAME, ImageKind
 
@@ -171,4 +174,82 @@ def validate(url: str | Location, progress: Callable[[int, int], None] | None = 
     for k, n in sorted(Counter(r["key"] for r in manifest).items()):
         if n > 1:
             problems.append(f"manifest: key {k} listed {n} times")
+    if P.has_pair_store(loc) or loc.glob(f"{P.PAIRS_DIR}/*.tar"):
+        problems += check_pair_store(loc, {r["key"] for r in manifest})
     return ValidationReport(len(on_disk), sum(len(r.keys) for r in reports), problems)
+
+
+_PAIR_MEDIA_KINDS = {C.IMAGE_A: ImageKind.rgb, C.IMAGE_B: ImageKind.rgb, C.DEPTH_A: ImageKind.depth16,
+                     C.DEPTH_B: ImageKind.depth16, C.EDGES_A: ImageKind.edge, C.EDGES_B: ImageKind.edge,
+                     C.MASKS_A: ImageKind.mask, C.MASKS_B: ImageKind.mask}
+
+
+def _check_pair(key: str, members: dict[str, bytes]) -> list[str]:
+    where = f"pair {key}"
+    try:
+        _, doc = P.decode_pair(members)
+    except (KeyError, ValueError, TypeError) as e:
+        return [f"{where}: record does not decode ({type(e).__name__}: {e})"]
+    problems = []
+    if doc["pair_key"] != key:
+        problems.append(f"{where}: JSON pair_key is {doc['pair_key']!r}")
+    expected = set(P.member_names(doc))
+    problems += [f"{where}: missing member {key}.{m}" for m in sorted(expected - set(members))]
+    problems += [f"{where}: unexpected member {key}.{m}" for m in sorted(set(members) - expected)]
+    w, h = doc["source"][C.WIDTH], doc["source"][C.HEIGHT]
+    for col, names in doc["media"].items():
+        for name in names if isinstance(names, list) else [names]:
+            if name in members:
+                p = _check_image(f"{where}: {key}.{name}", members[name], _PAIR_MEDIA_KINDS[col], w, h)
+                if p:
+                    problems.append(p)
+    segments = doc.get("segments") or []
+    for col in (C.MASKS_A, C.MASKS_B):
+        n = len(doc["media"].get(col) or [])
+        if col in doc["media"] and n != len(segments):
+            problems.append(f"{where}: {n} {col} members for {len(segments)} segments")
+    return problems
+
+
+def check_pair_store(loc: Location, manifest_keys: set[str]) -> list[str]:
+    """Pair-store tars and their index agree; every record is whole; samples and pairs match the manifest."""
+    problems: list[str] = []
+    index = P.read_pair_index(loc).to_pylist()
+    listed: dict[str, list[dict]] = defaultdict(list)
+    for row in index:
+        listed[row["shard"]].append(row)
+    tars = loc.glob(f"{P.PAIRS_DIR}/*.tar")
+    for rel in sorted(set(listed) - set(tars)):
+        problems.append(f"{rel}: listed in the pair index ({len(listed[rel])} pairs) but missing")
+    seen: Counter = Counter()
+    for rel in tars:
+        rows = {r["pair_key"]: r for r in listed.get(rel, [])}
+        if not rows:
+            problems.append(f"{rel}: pair-store tar is not in the pair index (uncommitted write or stray file)")
+        present = set()
+        try:
+            for members in P.iter_pairs(loc, rel):
+                key = json.loads(members["json"])["pair_key"] if "json" in members else "?"
+                present.add(key)
+                problems += [f"{rel}: {p}" for p in _check_pair(key, members)]
+                sizes = {m["name"]: m["size_bytes"] for m in rows.get(key, {}).get("members", [])}
+                for name, data in members.items():
+                    if sizes.get(f"{key}.{name}", len(data)) != len(data):
+                        problems.append(f"{rel}: member {key}.{name} is {len(data)} bytes, the pair index says "
+                                        f"{sizes[f'{key}.{name}']}")
+        except (tarfile.ReadError, EOFError, OSError, ValueError) as e:
+            problems.append(f"{rel}: truncated or unreadable pair-store tar ({e})")
+        for k in sorted(set(rows) - present):
+            problems.append(f"{rel}: pair index lists pair {k} but the tar lacks it")
+        seen.update(present)
+    for k, n in sorted(seen.items()):
+        if n > 1:
+            problems.append(f"pair store: pair {k} stored {n} times")
+    samples = {k for r in index for k in r["samples"]}
+    for k in sorted(samples - manifest_keys):
+        problems.append(f"pair store: pair {pair_of(k)} lists sample {k}, which the manifest lacks")
+    for k in sorted(k for k in manifest_keys - samples if pair_of(k) in seen):
+        problems.append(f"pair store: sample {k} is in the manifest but its pair's record does not list it")
+    for k in sorted({pair_of(k) for k in manifest_keys} - set(seen)):
+        problems.append(f"pair store: the manifest has samples of pair {k}, which has no pair-store record")
+    return problems

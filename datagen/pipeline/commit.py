@@ -40,6 +40,7 @@ from typing import Iterable
 import pyarrow as pa
 
 from datagen.io.compact import compacted_from
+from datagen.io.pair_store import PAIRS_DIR
 from datagen.io.shards import FAILURES_DIR, MANIFEST_DIR, PROGRESS_DIR, SHARDS_DIR, write_parquet
 from datagen.io.storage import Location
 from datagen.io.tables import committed_shards
@@ -52,6 +53,7 @@ _TASK_FILES = (
     (f"{SHARDS_DIR}/*/*.tar", re.compile(rf"({_PREFIX})\d{{6}}\.tar")),
     (f"{MANIFEST_DIR}/*.parquet", re.compile(rf"[a-z0-9_]+-({_PREFIX})\d{{6}}\.parquet")),
     (f"{FAILURES_DIR}/*.parquet", re.compile(rf"({_PREFIX})[0-9a-f]{{16}}\.parquet")),
+    (f"{PAIRS_DIR}/*", re.compile(rf"({_PREFIX})\d{{6}}\.(?:tar|parquet)")),  # the pair store (io/pair_store.py)
 )
 _RECORD = re.compile(rf"({_PREFIX}){re.escape(_COMMIT)}")
 

@@ -11,7 +11,8 @@ from datagen import UserError
 from datagen.config import apply_overrides, from_dict, load_yaml, to_dict
 from datagen.io.shards import ShardLimits
 from datagen.redact import redact
-from stages.assemble import TASK_LABELS, AssembleConfig
+from schemas.labels import LABEL_STAGES, TASK_LABELS
+from stages.assemble import AssembleConfig
 from stages.caption import CaptionConfig
 from stages.depth import DepthConfig
 from stages.edges import EdgesConfig
@@ -20,7 +21,6 @@ from stages.pairs import PairsConfig
 from stages.segment import SegmentConfig
 from stages.shots import ShotsConfig
 
-LABEL_STAGES = ("caption", "segment", "depth", "edges")
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
 
 

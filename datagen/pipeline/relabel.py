@@ -1,177 +1,233 @@
-"""`datagen relabel`: re-run some labelling stages on an existing dataset into a new version.
+"""`datagen relabel`: re-run labelling stages on a dataset's pair store into a new dataset version.
 
-Depth and edge labels are recomputed from the RGB member of the very sample that holds
-them (no video is decoded again). Shards with nothing to relabel are copied byte for
-byte; in relabelled shards, only the relabelled members change: every other member is
-copied as stored, never re-encoded. Resumable: an input shard is done once its marker
-exists in the output; a partially written one is removed and redone.
+A Ray Data job, built like `datagen run` from the same stage classes and actor pools:
+pair-store tars -> pair rows -> each labelling stage of the plan (the requested ones and
+those that read them, schemas/labels.py) -> assemble, for the tasks those labels feed ->
+the same sink and commit protocol. No video is decoded. Media the re-run labels do not
+feed are passed through as stored (not re-encoded); shards of tasks the labels do not
+feed are copied byte for byte. Killed at any point, the same command finishes the job.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import posixpath
-import shutil
+import time
+import uuid
 from collections import Counter
-from typing import Any, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
 
 from datagen import UserError
-from datagen.io.reader import raw_samples, shard_urls, to_sample
-from datagen.io.shards import FAILURES_DIR, DatasetWriter, ShardLimits, manifest_part_path, write_parquet
+from datagen.config import apply_overrides, from_dict, load_yaml, to_dict
+from datagen.io.pair_store import changes as read_changes
+from datagen.io.pair_store import decode_pair, has_pair_store, iter_pairs, read_chunks, read_pair_index
+from datagen.io.shards import FAILURES_DIR, SHARDS_DIR, manifest_part_path, write_parquet
 from datagen.io.storage import Location
 from datagen.io.tables import compute_stats, read_manifest, read_stats, write_stats
+from datagen.pipeline.commit import clean_partial_writes, committed_prefixes, write_commit_record, write_prefix
 from datagen.pipeline.config import PipelineConfig
-from datagen.pipeline.commit import clean_partial_writes
-from datagen.prompts import context_prompt
-from schemas import columns as C
-from schemas.sample import Provenance, Sample
+from datagen.pipeline.progress import ResumeState, read_progress
+from datagen.pipeline.relabel_steps import RelabelStep, load_pairs
+from datagen.pipeline.run import CONFIG_FILE, MODEL_STAGES, RUN_FILE, _cpu_stage, _map_kwargs, init_ray
+from datagen.pipeline.sink import DatasetSink
+from schemas.labels import LABEL_STAGES, relabel_plan, tasks_depending_on
+from schemas.tables import MANIFEST_SCHEMA
+from stages.assemble import AssembleStage
 
-# stage -> task -> (member that holds the label, role of the RGB member it is computed from)
-RECIPES = {
-    "depth": {"depth_to_image": ("input", "target"), "depth_estimation": ("target", "input")},
-    "edges": {"edge_to_image": ("input", "target"), "edge_detection": ("target", "input")},
-}
-OUTPUT_COLUMN = {"depth": C.DEPTH_A, "edges": C.EDGES_A}
-DONE_DIR = "relabel_done"
+COPY_ATTEMPT = "copy"  # write prefix of the shards copied unchanged: one commit record for all of them
 
 
-def _build_stage(name: str, cfg: PipelineConfig):
-    """The stage, computing frame A only (relabel feeds it one frame per row)."""
-    if name == "depth":
-        from stages.depth import DepthStage
-
-        return DepthStage(dataclasses.replace(cfg.depth, frames=["a"]))
-    from stages.edges import EdgesStage
-
-    return EdgesStage(dataclasses.replace(cfg.edges, frames=["a"]))
-
-
-def _members(sample: Sample, where: str) -> tuple[str, Any]:
-    rec = sample.record
-    ref = rec.target if where == "target" else rec.prompt.images[0]
-    return ref.member, ref
-
-
-@dataclasses.dataclass
+@dataclass
 class RelabelSummary:
     output: str
+    requested: list[str]
+    plan: list[str]  # requested stages and the stages that read them (re-run only where their input changed)
+    tasks_rebuilt: list[str]
     shards_copied: int
-    shards_relabelled: int
-    shards_skipped_done: int
-    samples_changed: Counter
-    samples_copied: int
-    failures: int
+    pairs: int  # pairs in the pair store
+    samples_changed: Counter  # stage -> samples whose label of that stage was re-run
+    changes: dict[str, int]  # keys added / removed / changed against the source version
+    failures: int  # failure rows this re-label wrote
+    resumed: bool
+    stats: dict[str, Any]
+    seconds: float
 
 
-def relabel(input_url: str, output_url: str, stages: list[str], cfg: PipelineConfig, only_stale: bool = False,
-            progress: Callable[[int, int], None] | None = None) -> RelabelSummary:
-    unknown = [s for s in stages if s not in RECIPES]
-    if unknown:
-        raise UserError(f"relabel --stages: {unknown[0]!r} cannot be relabelled yet; supported: "
-                        f"{', '.join(RECIPES)} (caption and segment need `datagen run` with the new model)")
-    src, dst = Location.parse(input_url), Location.parse(output_url)
+def _merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def dataset_config(dataset: str, config: str | Path | None = None, overrides: list[str] = ()) -> PipelineConfig:
+    """The config a dataset was made with (its config.yaml), a YAML file laid over it, then `--set`."""
+    loc = Location.parse(dataset)
+    if not loc.exists(CONFIG_FILE):
+        raise UserError(f"{loc.url} has no {CONFIG_FILE} (not written by `datagen run`?); pass the config it was "
+                        f"made with as --config")
+    data = yaml.safe_load(loc.read_bytes(CONFIG_FILE)) or {}
+    if config is not None:
+        data = _merge(data, load_yaml(config))
+    return from_dict(PipelineConfig, apply_overrides(data, list(overrides)))
+
+
+def _check(src: Location, dst: Location, stages: list[str], cfg: PipelineConfig) -> int:
+    """The source version's number, after every check a user can fail."""
+    unknown = [s for s in stages if s not in LABEL_STAGES]
+    if unknown or not stages:
+        raise UserError(f"relabel --stages: {unknown[0] if unknown else ''!r} is not a labelling stage; "
+                        f"choose from {', '.join(LABEL_STAGES)}")
+    absent = [s for s in stages if s not in cfg.labels]
+    if absent:
+        raise UserError(f"relabel --stages {absent[0]}: the dataset was made without that stage (config labels: "
+                        f"{', '.join(cfg.labels)}); make a new dataset with `datagen run` instead")
     if src.url.rstrip("/") == dst.url.rstrip("/"):
         raise UserError("relabel --output must differ from --input: a relabel writes a new dataset version")
     manifest = read_manifest(src)
     if manifest.num_rows == 0:
-        raise UserError(f"relabel --input {input_url!r} holds no manifest rows; point it at a datagen dataset")
-    version = max(manifest.column("dataset_version").to_pylist()) + 1
-    rows_of_shard: dict[str, list[int]] = {}  # a compacted source has no manifest part per shard
-    for i, shard in enumerate(manifest.column("shard").to_pylist()):
-        rows_of_shard.setdefault(shard, []).append(i)
+        raise UserError(f"relabel --input {src.url!r} holds no manifest rows; point it at a datagen dataset")
+    if not has_pair_store(src):
+        raise UserError(f"relabel --input {src.url!r} has no pair store (pairs/): it was written before datagen "
+                        f"kept each pair's frames and labels, so {', '.join(stages)} cannot re-run without decoding "
+                        f"the videos again; make a new dataset from the videos with `datagen run`")
+    first = read_pair_index(src).column("shard")[0].as_py()
+    decode_pair(next(iter_pairs(src, first)))  # an unreadable pair-store version fails here, in one line
+    return max(manifest.column("dataset_version").to_pylist())
+
+
+def _check_resume(dst: Location, cfg: PipelineConfig, src: Location, stages: list[str], only_stale: bool) -> tuple[dict, bool]:
+    """A resumed re-label must be the same job; snapshot the config the new version was made with."""
+    what = {"from": src.url, "stages": sorted(stages), "only_stale": only_stale, "config": cfg.output_fingerprint()}
+    fp = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
+    run = json.loads(dst.read_bytes(RUN_FILE)) if dst.exists(RUN_FILE) else None
+    if run and run["fingerprint"] != fp:
+        raise UserError(f"{dst.url} holds another job's output (fingerprint {run['fingerprint']}, now {fp}); rerun "
+                        f"the same relabel command to resume it, or choose a new --output")
+    resumed = run is not None
+    run = run or {"fingerprint": fp, "attempts": 0, "relabel": what, "attempt_ids": [COPY_ATTEMPT]}
+    run["attempts"] += 1
+    # the write prefixes of this attempt start with its id: only these are ever rolled back
+    run["attempt"] = f"{run['attempts']:03d}{uuid.uuid4().hex[:4]}"
+    run["attempt_ids"] = [*run["attempt_ids"], run["attempt"]]
     dst.makedirs()
-    clean_partial_writes(dst)
-    for rel in src.glob(f"{FAILURES_DIR}/*.parquet"):  # the new version keeps the record of old drops
-        if not dst.exists(rel):
-            dst.write_bytes(rel, src.read_bytes(rel))
+    dst.write_bytes(CONFIG_FILE, yaml.safe_dump(to_dict(cfg), sort_keys=False).encode())
+    dst.write_bytes(RUN_FILE, json.dumps(run, indent=2).encode())
+    return run, resumed
 
-    built: dict[str, Any] = {}
-    stage_for = lambda name: built.setdefault(name, _build_stage(name, cfg))  # noqa: E731 - load once, lazily
-    changed: Counter = Counter()
-    copied = failures = n_copied_shards = n_relabelled = n_done = 0
-    urls = shard_urls(src)
-    for i, url in enumerate(urls):
-        rel = "/".join(url.split("/")[-3:])
-        task_name, name = rel.split("/")[1], posixpath.basename(rel)[: -len(".tar")]
-        marker = f"{DONE_DIR}/{task_name}-{name}.json"
-        if progress:
-            progress(i, len(urls))
-        if dst.exists(marker):
-            n_done += 1
-            continue
-        for old in dst.glob(f"shards/{task_name}/{name}-*.tar"):  # a partial earlier attempt: redo it
-            dst.remove(manifest_part_path(task_name, posixpath.basename(old)[: -len(".tar")]))
-            dst.remove(old)
-        todo = [s for s in stages if task_name in RECIPES[s]]
-        if not todo:
-            _copy_shard(src, dst, rel, task_name, name, version, manifest.take(rows_of_shard.get(rel, [])))
-            n_copied_shards += 1
-            dst.write_bytes(marker, b'{"copied": true}')
-            continue
-        samples = [to_sample(raw) for raw in raw_samples([url])]
-        edits: dict[str, dict[str, Any]] = {s.key: {} for s in samples}
-        for stage_name in todo:
-            stage = stage_for(stage_name)
-            new_prov = Provenance(**json.loads(stage.provenance))
-            label_where, rgb_where = RECIPES[stage_name][task_name]
-            need = [s for s in samples if not only_stale or
-                    s.record.labels.get(stage_name, Provenance("")).fingerprint() != new_prov.fingerprint()]
-            rows = []
-            for s in need:
-                m, ref = _members(s, rgb_where)
-                rows.append({"key": s.key, C.IMAGE_A: s.media[m], C.IMAGE_B: s.media[m],
-                             C.WIDTH: ref.width, C.HEIGHT: ref.height})
-            out = stage(C.rows_to_batch(rows)) if rows else {}
-            for row in C.batch_to_rows(out):
-                if row.get(C.FAILED_STAGE) is not None:
-                    failures += 1
-                    edits[row["key"]]["failure"] = row
-                else:
-                    edits[row["key"]][stage_name] = (label_where, row[OUTPUT_COLUMN[stage_name]], new_prov)
-        with DatasetWriter(dst, limits=ShardLimits(max_samples=10**9, max_bytes=2**62), prefix=f"{name}-",
-                           dataset_version=version) as w:
-            for s in samples:
-                e = edits[s.key]
-                stages_done = [k for k in e if k != "failure"]
-                if not stages_done:
-                    w.add(s)
-                    copied += 1
-                    continue
-                previous = {k: s.record.labels[k] for k in stages_done if k in s.record.labels}
-                for stage_name in stages_done:
-                    label_where, data, prov = e[stage_name]
-                    member, _ = _members(s, label_where)
-                    s.media[member] = data
-                    s.record.labels[stage_name] = prov
-                    if stage_name == "depth":
-                        s.record.prompt.context = context_prompt(task_name, s.record.facts, None, prov.model_id)
-                    changed[stage_name] += 1
-                w.add(s, changed_labels=stages_done, previous_labels=previous)
-            for key, e in edits.items():
-                if "failure" in e:
-                    f = e["failure"]
-                    w.add_failure(input_uri=input_url, key=key, stage=f[C.FAILED_STAGE],
-                                  reason=f[C.FAILED_REASON], detail=f"kept the old label: {f[C.FAILED_DETAIL]}")
-        n_relabelled += 1
-        dst.write_bytes(marker, json.dumps({"stages": todo}).encode())
+
+def copy_unchanged(src: Location, dst: Location, tasks: list[str], version: int) -> int:
+    """Shards of `tasks` (none of their labels re-run) copied byte for byte under one new write
+    prefix, their manifest rows re-versioned, with the source's failure record; one commit
+    record makes them count. Done once: a resumed re-label finds the committed prefix."""
+    if any(p.startswith(f"{COPY_ATTEMPT}-") for p in committed_prefixes(dst)):
+        return 0
+    prefix = write_prefix(COPY_ATTEMPT, 0)
+    manifest = read_manifest(src)
+    rows_by_shard: dict[str, list[dict]] = {}
+    for row in manifest.filter(pa.compute.is_in(manifest["task"], pa.array(tasks))).to_pylist():
+        rows_by_shard.setdefault(row["shard"], []).append(row)
+    per_task: Counter = Counter()
+    for shard, rows in sorted(rows_by_shard.items()):
+        task = rows[0]["task"]
+        name = f"{prefix}{per_task[task]:06d}"
+        per_task[task] += 1
+        rel = f"{SHARDS_DIR}/{task}/{name}.tar"
+        with src.open(shard) as fin, dst.atomic_write(rel) as fout:
+            while chunk := fin.read(8 << 20):
+                fout.write(chunk)
+        for r in rows:
+            r.update(shard=rel, dataset_version=version)
+        write_parquet(dst, manifest_part_path(task, name), pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA))
+    for i, rel in enumerate(src.glob(f"{FAILURES_DIR}/*.parquet")):  # the new version keeps the old drops
+        dst.write_bytes(f"{FAILURES_DIR}/{prefix}{uuid.uuid4().hex[:16]}.parquet", src.read_bytes(rel))
+    write_commit_record(dst, prefix, [])
+    return len(rows_by_shard)
+
+
+def build_relabel_dataset(cfg: PipelineConfig, src: Location, requested: list[str], plan: list[str],
+                          tasks: list[str], only_stale: bool, done_pairs: frozenset[str]):
+    import ray
+
+    # one input row per byte range of the first stage's batch of pairs: tasks stream the store in parallel
+    chunks = read_chunks(src, getattr(cfg, plan[0]).resources.batch_size)
+    ds = ray.data.from_items(chunks, override_num_blocks=max(1, min(len(chunks), 4096)))
+    res = cfg.assemble.resources
+    ds = ds.map_batches(load_pairs, fn_kwargs={"src_url": src.url, "tasks": tasks, "done_pairs": done_pairs},
+                        compute=ray.data.TaskPoolStrategy(size=res.concurrency), batch_size=1, num_cpus=res.num_cpus,
+                        batch_format="pyarrow")
+    for name in plan:
+        section = getattr(cfg, name)
+        ds = ds.map_batches(RelabelStep, fn_constructor_kwargs={"stage_cls": MODEL_STAGES[name], "config": section,
+                                                                "requested": name in requested, "only_stale": only_stale},
+                            compute=ray.data.ActorPoolStrategy(size=section.resources.concurrency),
+                            **_map_kwargs(section.resources))
+    assemble = dataclasses.replace(cfg.assemble, tasks={t: r for t, r in cfg.assemble.tasks.items() if t in tasks})
+    ds = ds.map_batches(_cpu_stage, fn_kwargs={"stage_cls": AssembleStage, "config": assemble},
+                        compute=ray.data.TaskPoolStrategy(size=res.concurrency), **_map_kwargs(res))
+    return ds
+
+
+def relabel(input_url: str, output_url: str, stages: list[str], cfg: PipelineConfig, only_stale: bool = False,
+            console=None) -> RelabelSummary:
+    t0 = time.time()
+    src, dst = Location.parse(input_url), Location.parse(output_url)
+    source_version = _check(src, dst, stages, cfg)
+    version = source_version + 1
+    plan = relabel_plan(stages)
+    rebuilt = [t for t in tasks_depending_on(plan) if cfg.assemble.tasks.get(t, 0) > 0]
+    unchanged = [t for t in cfg.assemble.tasks if t not in rebuilt]
+    run, resumed = _check_resume(dst, cfg, src, stages, only_stale)
+    removed = clean_partial_writes(dst, run["attempt_ids"])
+    state = ResumeState.load(dst)
+    index = read_pair_index(src).select(["pair_key", "shard"]).to_pydict()
+    if console:
+        cascade = [s for s in plan if s not in stages]
+        console.print(f"datagen relabel: {', '.join(stages)}"
+                      + (f" (and {', '.join(cascade)} where its input changes)" if cascade else "")
+                      + f" on {len(index['pair_key'])} pairs of {src.url} (version {source_version}) -> {dst.url} "
+                      f"(version {version}); rebuilds {', '.join(rebuilt)}; copies {', '.join(unchanged) or 'nothing'}"
+                      + (f"; resuming (attempt {run['attempts']}): {len(state.done_pairs)} pairs done, "
+                         f"{len(removed)} partial files removed" if resumed else ""), highlight=False)
+    copied = copy_unchanged(src, dst, unchanged, version)
+    init_ray(cfg)
+    ds = build_relabel_dataset(cfg, src, stages, plan, rebuilt, only_stale, frozenset(state.done_pairs))
+    sink = DatasetSink(dst.url, cfg.write.limits, cfg.write.min_rows_per_write,
+                       attempt=run["attempt"], storage_retries=cfg.write.storage_retries,
+                       storage_backoff_s=cfg.write.storage_backoff_s, dataset_version=version)
+    ds.write_datasink(sink)
+    clean_partial_writes(dst, run["attempt_ids"])  # attempts of write tasks Ray retried
+    manifest = read_manifest(dst).select(["changed_labels"]).to_pydict()["changed_labels"]
+    changed = Counter(s for labels in manifest for s in labels)
+    delta = read_changes(dst)
+    failures = sum(sink.totals.get(k, 0) for k in ("failures",))
     old_stats = read_stats(src) or {}
-    stats = compute_stats(dst, old_stats.get("stages"), {
-        "smoke": old_stats.get("smoke", False) or cfg.smoke,
-        "relabel": {"from": src.url, "stages": stages, "only_stale": only_stale, "dataset_version": version,
-                    "samples_changed": dict(changed), "samples_copied": copied}})
+    relabel_info = {"from": src.url, "from_version": source_version, "dataset_version": version,
+                    "stages": stages, "plan": plan, "only_stale": only_stale, "tasks_rebuilt": rebuilt,
+                    "samples_changed": dict(changed), "keys": {k: len(v) for k, v in delta.items()}}
+    stats = compute_stats(dst, relabel_yields(dst, len(index["pair_key"]), plan),
+                          {"smoke": old_stats.get("smoke", False) or cfg.smoke, "relabel": relabel_info,
+                           "attempts": run["attempts"]})
     write_stats(dst, stats)
-    return RelabelSummary(dst.url, n_copied_shards, n_relabelled, n_done, changed, copied, failures)
+    return RelabelSummary(dst.url, stages, plan, rebuilt, copied, len(index["pair_key"]), changed,
+                          relabel_info["keys"], failures, resumed, stats, time.time() - t0)
 
 
-def _copy_shard(src: Location, dst: Location, rel: str, task_name: str, name: str, version: int,
-                table: pa.Table) -> None:
-    """A shard nothing in it changes: bytes copied, its manifest rows re-versioned (written last)."""
-    with src.open(rel) as fin, dst.atomic_write(rel) as fout:
-        shutil.copyfileobj(fin, fout, 8 << 20)
-    part = manifest_part_path(task_name, name)
-    table = table.set_column(table.schema.get_field_index("dataset_version"), "dataset_version",
-                             pa.array([version] * table.num_rows, pa.int32()))
-    write_parquet(dst, part, table)
-
+def relabel_yields(dst: Location, pairs_in: int, plan: list[str]) -> dict[str, dict[str, Any]]:
+    """The stage-yield table of `datagen run`, for a re-label: pairs in from the pair store, out per stage
+    (failures this re-label wrote: a pair that failed for good kept its old label)."""
+    parts = [p for p in dst.glob(f"{FAILURES_DIR}/*.parquet") if not posixpath.basename(p).startswith(f"{COPY_ATTEMPT}-")]
+    failures = Counter(s for p in parts for s in pq.read_table(dst.open(p), columns=["stage"]).column("stage").to_pylist())
+    done = sum(1 for k in read_progress(dst).column("pair_key").to_pylist() if k)
+    out: dict[str, dict[str, Any]] = {"pair store": {"in": pairs_in, "out": done}}
+    for stage in plan:
+        out[stage] = {"in": pairs_in, "out": pairs_in - failures[stage]}
+    out["assemble"] = {"in": done}
+    return out

@@ -24,7 +24,9 @@ from ray.data.block import BlockAccessor
 from datagen.io.faults import StorageFailed, is_disk_full, is_storage_error
 from datagen.io.shards import DatasetWriter, ShardLimits
 from datagen.io.storage import Location
+from datagen.io.pair_store import PairStoreWriter
 from datagen.pipeline.commit import clean_partial_writes, write_commit_record, write_prefix
+from datagen.pipeline.pair_record import kept_label_failures, label_changes, pair_record
 from schemas import columns as C
 from schemas.members import pair_key
 from schemas.reasons import PERMANENT, kind_of
@@ -50,7 +52,8 @@ def write_rows(loc: Location, rows: Iterable[dict[str, Any]], *, prefix: str, li
     """Write one attempt's rows under `prefix` and commit them; returns counts. Usable without Ray."""
     progress: list[dict] = []
     counts: Counter = Counter()
-    with DatasetWriter(loc, limits=limits, prefix=prefix, dataset_version=dataset_version) as w:
+    with DatasetWriter(loc, limits=limits, prefix=prefix, dataset_version=dataset_version) as w, \
+            PairStoreWriter(loc, prefix, dataset_version=dataset_version) as pairs:
         for row in rows:
             pk = _pair_key_of(row)
             if C.is_failure_mark(row.get(C.FAILED_STAGE)):
@@ -70,8 +73,13 @@ def write_rows(loc: Location, rows: Iterable[dict[str, Any]], *, prefix: str, li
                                  f"(columns: {sorted(row)})")
             for rec, names, data in zip(row[C.SAMPLE_RECORDS], row[C.SAMPLE_MEMBER_NAMES], row[C.SAMPLE_MEMBER_DATA],
                                         strict=True):
-                w.add(Sample(SampleRecord.from_json(rec), dict(zip(names, data, strict=True))))
+                sample = Sample(SampleRecord.from_json(rec), dict(zip(names, data, strict=True)))
+                w.add(sample, *label_changes(row, sample.record.task))
                 counts["samples"] += 1
+            pairs.add(*pair_record(row))  # what a re-label needs, committed with the samples
+            for f in kept_label_failures(row):
+                w.add_failure(**f)
+                counts["failures"] += 1
             for f in json.loads(row.get(C.SAMPLE_FAILURES) or "[]"):
                 kind_of(f["reason"])
                 w.add_failure(input_uri=row.get(C.VIDEO_URI), video_id=row.get(C.VIDEO_ID), key=f["key"],
@@ -87,11 +95,12 @@ class DatasetSink(Datasink):
     """Ray Data sink: each write attempt writes its own files under a fresh prefix."""
 
     def __init__(self, url: str, limits: ShardLimits, min_rows_per_write: int, attempt: str,
-                 storage_retries: int = 4, storage_backoff_s: float = 2.0):
+                 storage_retries: int = 4, storage_backoff_s: float = 2.0, dataset_version: int = 1):
         self.url, self.limits = url, limits
         self._min_rows = min_rows_per_write
         self.attempt = attempt  # the run attempt (recorded in run.json); each write adds its own token
         self.storage_retries, self.storage_backoff_s = storage_retries, storage_backoff_s
+        self.dataset_version = dataset_version  # a re-label writes the next version
         self.totals: Counter = Counter()
 
     @property
@@ -104,7 +113,8 @@ class DatasetSink(Datasink):
         attempt = 0
         while True:
             try:
-                return write_rows(loc, self.rows_of(tables), prefix=write_prefix(self.attempt, ctx.task_idx), limits=self.limits)
+                return write_rows(loc, self.rows_of(tables), prefix=write_prefix(self.attempt, ctx.task_idx), limits=self.limits,
+                                  dataset_version=self.dataset_version)
             except Exception as e:
                 if is_disk_full(e):
                     raise StorageFailed(f"output {self.url} is full ({e}); nothing of this write was committed: "

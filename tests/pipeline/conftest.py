@@ -17,13 +17,15 @@ REAL_VIDEOS = sorted(str(p) for p in BUNDLED_VIDEOS.iterdir() if p.suffix in (".
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> dict[str, str]:
-    from datagen.models.tiny_vision import build_depth_anything, build_tiny_sam2
+    from datagen.models.tiny_vision import build_depth_anything, build_sam2, build_tiny_sam2
     from datagen.models.tiny_vlm import build_tiny_vlm
 
     root = tmp_path_factory.mktemp("tiny_models")
     return {"caption": str(build_tiny_vlm(root / "vlm")), "segment": str(build_tiny_sam2(root / "sam2")),
             "depth": str(build_depth_anything(root / "depth", seed=0)),
-            "depth_v2": str(build_depth_anything(root / "depth_v2", seed=1))}
+            "depth_v2": str(build_depth_anything(root / "depth_v2", seed=1)),  # the "new model" of relabel tests
+            "caption_v2": str(build_tiny_vlm(root / "vlm_v2", seed=1)),
+            "segment_v2": str(build_sam2(root / "sam2_v2", seed=1))}
 
 
 def tiny_config_dict(models: dict[str, str], **sections) -> dict:
