@@ -68,10 +68,16 @@ class PairsStage(Stage):
             info = ProbeInfo.from_columns(row[PROBE], row[FRAME_TABLE])
             shots, grid_index, grid_images, kept = load_shots(row)
             times = info.times_s
-            chosen, why = choose_pairs(shots, grid_index, grid_images, times, cfg.pairing)
+            broken: list[dict] = []
+            chosen, why = choose_pairs(shots, grid_index, grid_images, times, cfg.pairing, rejected=broken)
             if not chosen:
                 detail = (f"{len(shots.shots)} shot(s), {len(grid_index)} candidate frames; rejected: "
                           + (", ".join(f"{k}={v}" for k, v in why.most_common()) or "nothing to try"))
+                if broken:  # say where the content jumped, so a user can check the video there
+                    worst = max(broken, key=lambda r: r["continuity_frame_change"])
+                    detail += (f"; discontinuous: frames {worst['frame_a']}-{worst['frame_b']} break at frame "
+                               f"{worst['break_frame']} (frame change {worst['continuity_frame_change']}, "
+                               f"step warp error {worst['continuity_step_warp_error']})")
                 return [fail(base, self.name, "no_pairs", detail)]
             wanted = sorted({i for p in chosen for i in (p.frame_a, p.frame_b)})
             frames = self._kept_frames(info, kept, wanted)

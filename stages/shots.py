@@ -9,7 +9,8 @@ equal resources Ray Data fuses ingest, shots and pairs into one task, so those c
 Output columns: `shots_json` = {"cuts": [frame...], "shots": [{shot, start_frame,
 end_frame, start_s, end_s, fade_in, fade_out}], "unusable": {frame: black|blown|
 transient|fade}, "brightness": {frame: 0-1}, "decoded_frames": n}; `scan_arrays` (bytes, see pack_arrays:
-grid_index, grid_images, and kept_index, kept_pixels, kept_format, kept_size, kept_colorspace,
+grid_index, grid_images, step_index, step_change, step_back (the cut signal of every decoded
+frame, for the pairs' continuity check), and kept_index, kept_pixels, kept_format, kept_size, kept_colorspace,
 kept_color_range for the kept copies).
 """
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any, ClassVar
 import cv2
 import numpy as np
 
-from datagen.video.cuts import CutConfig, Shot, Shots, detect
+from datagen.video.cuts import CutConfig, FrameSteps, Shot, Shots, detect
 from datagen.video.decode import KeptFrame, Scan, ScanConfig, decode_window, scan
 from datagen.video.probe import ProbeInfo, VideoError, local_path
 from schemas.columns import VIDEO_URI
@@ -76,13 +77,15 @@ class ShotsStage(Stage):
             "decoded_frames": seen.decoded_frames,
             "skip_nonref": cfg.scan.skip_nonref,  # the pairs stage decodes its frames the same way
         })
-        row[SCAN] = _scan_bytes(seen)
+        row[SCAN] = _scan_bytes(seen, shots.steps)
         return row
 
 
-def _scan_bytes(seen: Scan) -> bytes:
+def _scan_bytes(seen: Scan, steps: FrameSteps | None) -> bytes:
     kept = sorted(seen.kept)
     arrays = dict(grid_index=seen.grid_index, grid_images=np.stack(seen.grid_images))
+    if steps is not None:  # the cut signal of every decoded frame: the pairs' continuity check reads it
+        arrays.update(step_index=steps.index, step_change=steps.change, step_back=steps.back)
     if kept and len({(seen.kept[i].format, seen.kept[i].pixels.shape) for i in kept}) == 1:
         first = seen.kept[kept[0]]  # a stream whose frames change format midway keeps none (pairs decodes them)
         arrays.update(kept_index=np.array(kept, np.int64), kept_pixels=np.stack([seen.kept[i].pixels for i in kept]),
@@ -118,6 +121,8 @@ def load_shots(row: dict[str, Any]) -> tuple[Shots, np.ndarray, list[np.ndarray]
                   unusable={int(k): v for k, v in data["unusable"].items()},
                   brightness={int(k): v for k, v in data["brightness"].items()})
     z = unpack_arrays(row[SCAN])
+    if "step_index" in z:
+        shots.steps = FrameSteps(z["step_index"], z["step_change"], z["step_back"])
     kept = {}
     if "kept_index" in z:
         fmt, size = str(z["kept_format"]), tuple(int(v) for v in z["kept_size"])

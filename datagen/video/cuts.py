@@ -61,12 +61,22 @@ class Shot:
 
 
 @dataclass
+class FrameSteps:
+    """The cut signal of every decoded frame, kept for the pairs' continuity check."""
+
+    index: np.ndarray  # int64 (n,) decoded frames
+    change: np.ndarray  # float32 (n,): change from the previous decoded frame (0 for the first)
+    back: np.ndarray  # float32 (n,): change from the previous to the next decoded frame (low: a flash at this one)
+
+
+@dataclass
 class Shots:
     shots: list[Shot]
     cuts: list[int]  # first frame of the new shot, hard and jump cuts only (not black gaps or transitions)
     unusable: dict[int, str] = field(default_factory=dict)  # frame index -> black|blown|transient|fade|transition
     brightness: dict[int, float] = field(default_factory=dict)  # frame index -> mean luma 0-1
     transitions: list[tuple[int, int]] = field(default_factory=list)  # gradual transitions: (first, last) frame
+    steps: FrameSteps | None = None
 
 
 def _changes(a: np.ndarray, b: np.ndarray, cfg: CutConfig) -> np.ndarray:
@@ -120,10 +130,11 @@ def detect(index: np.ndarray, thumbs: np.ndarray, times_s: np.ndarray, cfg: CutC
     f32 = flat.astype(np.float32)
     d = step_changes(thumbs, cfg)
     spike = np.zeros(n, bool)
+    back = d.copy()  # (first and last frame: no neighbour on one side, the step itself stands in)
     if n > 2:  # flashes and glitches: unlike both neighbours, which are alike
         low = np.minimum(d[1:-1], d[2:])
-        skip = _changes(f32[:-2], f32[2:], cfg)
-        spike[1:-1] = (low > cfg.cut_min_change / 2) & (skip < cfg.transient_ratio * low)
+        back[1:-1] = _changes(f32[:-2], f32[2:], cfg)
+        spike[1:-1] = (low > cfg.cut_min_change / 2) & (back[1:-1] < cfg.transient_ratio * low)
     status[spike & (status == "ok")] = "transient"
     good = (status != "black") & ~spike
     cuts_pos: list[int] = []
@@ -156,7 +167,8 @@ def detect(index: np.ndarray, thumbs: np.ndarray, times_s: np.ndarray, cfg: CutC
         s.shot = k
     cuts = [c for c in cuts if any(s.start_frame == c for s in shots)]
     return Shots(shots=shots, cuts=cuts, unusable={int(index[k]): str(status[k]) for k in range(n) if status[k] != "ok"},
-                 brightness={int(index[k]): float(bright[k]) for k in range(n)}, transitions=transitions)
+                 brightness={int(index[k]): float(bright[k]) for k in range(n)}, transitions=transitions,
+                 steps=FrameSteps(index.astype(np.int64), d.astype(np.float32), back.astype(np.float32)))
 
 
 def _gradual(index: np.ndarray, thumbs: np.ndarray, status: np.ndarray, cfg: CutConfig) -> list[tuple[int, int]]:

@@ -206,7 +206,9 @@ def edit(sources: dict[str, Source], seed: int, boundaries: int) -> tuple[np.nda
     out.extend(first)
     last_len = len(first)  # frames of the previous piece: a transition must not reach past it
     for k, kind in enumerate(kinds):
-        fast = rng.random() < 0.25 and kind in ("cut", "lookalike")  # a fast-cut passage
+        # a fast-cut passage (not just before a transition: the two would overlap)
+        following = kinds[k + 1] if k + 1 < len(kinds) else "cut"
+        fast = rng.random() < 0.25 and kind in ("cut", "lookalike") and following in CUT_KINDS
         length = int(rng.integers(8, 15)) if fast else int(rng.integers(40, 70))
         need = length + (30 if kind in GRADUAL_KINDS else 0)
         skip = int(rng.integers(48, 96)) if kind == "jump" else 0

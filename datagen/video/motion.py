@@ -43,6 +43,18 @@ def _flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return _DIS.calc(a, b, None)
 
 
+def warp_error(a: np.ndarray, b: np.ndarray, flow: np.ndarray | None = None) -> float:
+    """How badly the flow from `a` to `b` explains `b`: `b` warped back onto `a`, mean |difference| (0-1).
+
+    Large when flow fails: too much motion, new content, occlusion, or no continuity at all (a cut).
+    """
+    h, w = a.shape
+    flow = _flow(a, b) if flow is None else flow
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    warped = cv2.remap(b, gx + flow[..., 0], gy + flow[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return mean_abs_diff(warped, a)
+
+
 def motion_facts(a: np.ndarray, b: np.ndarray, cfg: MotionConfig) -> dict:
     """Flow statistics, camera-motion class and object-motion measure for luma images `a` -> `b`."""
     h, w = a.shape
@@ -59,9 +71,6 @@ def motion_facts(a: np.ndarray, b: np.ndarray, cfg: MotionConfig) -> dict:
     pred = src @ model[:, :2].T + model[:, 2]
     residual = np.linalg.norm(dst - pred, axis=1)
     moving = residual > cfg.object_px
-    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-    # How well the flow explains B: large when flow failed (too much motion, new content, occlusion)
-    warped = cv2.remap(b, gx + flow[..., 0], gy + flow[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     center = np.array([w / 2, h / 2])
     shift = center @ model[:, :2].T + model[:, 2] - center
     scale = float(np.sqrt(abs(np.linalg.det(model[:, :2]))))
@@ -69,7 +78,7 @@ def motion_facts(a: np.ndarray, b: np.ndarray, cfg: MotionConfig) -> dict:
     return {
         "flow_median": round(float(np.median(mag)) / diag, 5),
         "flow_p90": round(float(np.percentile(mag, 90)) / diag, 5),
-        "warp_error": round(mean_abs_diff(warped, a), 5),
+        "warp_error": round(warp_error(a, b, flow), 5),
         "camera_motion": _camera_class(shift / diag, scale, inlier_share, cfg),
         "camera_shift": [round(float(shift[0]) / diag, 5), round(float(shift[1]) / diag, 5)],
         "camera_zoom": round(scale, 4),

@@ -1,5 +1,11 @@
 """Choose frame pairs inside shots from the scan's analysis images (no further decoding).
 
+A pair is kept only when the content runs continuously from A to B, whatever the shot
+detector decided: every step of the analysis grid between them is explained by motion
+(flow warp error low on each step), and no decoded frame between them changes like a cut
+or like a jump cut (a step that dwarfs its neighbours and does not come back, as a flash
+does). That catches jump cuts and whatever boundary the detector missed (`discontinuous`).
+
 Deterministic: candidates are visited in time order and every tie is broken by position,
 so the same video and config give the same (shot, pair) numbering and frames.
 """
@@ -10,8 +16,77 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from datagen.video.cuts import Shots
-from datagen.video.motion import MotionConfig, blur_score, mean_abs_diff, motion_facts
+from datagen.video.cuts import FrameSteps, Shots
+from datagen.video.motion import MotionConfig, blur_score, mean_abs_diff, motion_facts, warp_error
+
+
+@dataclass
+class ContinuityConfig:
+    max_step_warp_error: float = 0.035  # a grid step (0.5 s) the flow cannot explain: a cut, a wipe, a teleport
+    max_frame_change: float = 0.3  # no decoded frame may change like a cut does (the detector's own cut level)...
+    spike_min_change: float = 0.06  # ...nor like a jump cut: 0.06 and 3x its neighbours (the detector asks 0.1 and 4x:
+    spike_ratio: float = 3.0  # dropping a pair costs less than splitting a shot)
+    flash_ratio: float = 0.5  # a step whose frame after returns to the frame before (< half the step) is a flash
+    window: int = 8  # decoded frames each side for the local level
+    margin_steps: int = 1  # grid steps checked beyond A and B: their frames must not sit at a transition's tail
+
+
+class Continuity:
+    """The continuity test of one video; grid steps' flow is computed once and shared by all pairs."""
+
+    def __init__(self, grid_index: np.ndarray, images: list[np.ndarray], steps: FrameSteps | None,
+                 cfg: ContinuityConfig, skip: set[int] = frozenset()):
+        self.grid_index, self.images, self.steps, self.cfg = grid_index, images, steps, cfg
+        self._warp: dict[tuple[int, int], float] = {}
+        self.skip = set(skip)
+        self.rejected: list[dict] = []  # facts of the pairs rejected as discontinuous, worst step included
+
+    def _step_warp(self, p: int, q: int) -> float:
+        """Warp error from grid frame p to q (positions in the grid)."""
+        if (p, q) not in self._warp:
+            self._warp[p, q] = warp_error(self.images[p], self.images[q])
+        return self._warp[p, q]
+
+    def worst(self, a: int, b: int, shot_first: int, shot_last: int) -> dict:
+        """The worst grid step and frame step between frames a and b, and the first frame where continuity breaks."""
+        cfg = self.cfg
+        ga, gb = np.searchsorted(self.grid_index, [a, b])
+        # one grid step beyond each end too: a frame at the tail of a transition does not continue cleanly
+        # (inside the shot: the frame before a shot's first frame is the other side of its boundary)
+        g = self.grid_index
+        ga, gb = int(ga), int(gb)
+        for _ in range(cfg.margin_steps):
+            ga -= ga > 0 and g[ga - 1] >= shot_first
+            gb += gb + 1 < len(g) and g[gb + 1] <= shot_last
+        a, b = int(g[ga]), int(g[gb])
+        # a flash or glitch frame is stepped over (from the frame before it to the one after: a longer,
+        # stricter step); the frame test below tells flashes by itself
+        path = [k for k in range(ga, gb + 1) if k in (ga, gb) or int(g[k]) not in self.skip]
+        warps = [(self._step_warp(p, q), int(g[q])) for p, q in zip(path, path[1:])]
+        w_err, w_at = max(warps, default=(0.0, b))
+        breaks = [at for err, at in warps if err > cfg.max_step_warp_error]
+        out = {"continuity_step_warp_error": round(w_err, 5), "continuity_step_warp_frame": w_at,
+               "continuity_frame_change": 0.0, "continuity_frame_ratio": 0.0, "continuity_frame": b}
+        if self.steps is not None:
+            idx, d, back = self.steps.index, self.steps.change.astype(np.float64), self.steps.back.astype(np.float64)
+            lo, hi = np.searchsorted(idx, [a, b], side="right")
+            flash = np.zeros(len(d) + 1, bool)  # the frame after comes back to the frame before
+            flash[1:-2] = (back[1:-1] < cfg.flash_ratio * d[1:-1]) & (d[2:] > cfg.flash_ratio * d[1:-1])
+            for k in range(int(lo), int(hi)):  # decoded frames in (a, b]
+                if flash[k]:
+                    continue
+                change = back[k - 1] if flash[k - 1] else d[k]  # after a flash: from the frame before it
+                beside = max(d[k - 1] if k > 1 and not flash[k - 1] else 0.0, d[k + 1] if not flash[k + 1] else 0.0)
+                first = max(1, k - cfg.window)
+                level = float(np.median(np.delete(d[first:k + cfg.window + 1], k - first)))
+                ratio = change / max(beside, level, 1e-3)
+                if change >= out["continuity_frame_change"]:
+                    out.update(continuity_frame_change=round(float(change), 4), continuity_frame_ratio=round(float(ratio), 2),
+                               continuity_frame=int(idx[k]))
+                if change > cfg.max_frame_change or (change > cfg.spike_min_change and ratio > cfg.spike_ratio):
+                    breaks.append(int(idx[k]))
+        out["continuity_break_frame"] = min(breaks) if breaks else None
+        return out
 
 
 @dataclass
@@ -36,6 +111,7 @@ class PairingConfig:
     max_brightness: float = 0.94  # overexposed ditto
     max_brightness_change: float = 0.35  # a bigger exposure jump is a flash or auto-exposure glitch, not an edit
     motion: MotionConfig = field(default_factory=MotionConfig)
+    continuity: ContinuityConfig = field(default_factory=ContinuityConfig)
 
 
 @dataclass
@@ -48,12 +124,19 @@ class PairChoice:
 
 
 def choose_pairs(shots: Shots, grid_index: np.ndarray, grid_images: list[np.ndarray], times_s: np.ndarray,
-                 cfg: PairingConfig) -> tuple[list[PairChoice], Counter]:
+                 cfg: PairingConfig, rejected: list[dict] | None = None) -> tuple[list[PairChoice], Counter]:
     """Pairs of every shot (round-robin over shots up to the per-video cap, spread evenly over the
-    video when the cap cannot take a pair from every shot) and a count of rejection reasons."""
+    video when the cap cannot take a pair from every shot) and a count of rejection reasons.
+
+    `rejected`, when given, receives the facts of each pair rejected as discontinuous (its worst steps).
+    """
     why: Counter = Counter()
     per_shot: list[list[PairChoice]] = []
     pos = {int(i): k for k, i in enumerate(grid_index)}
+    flashes = {i for i, why_ in shots.unusable.items() if why_ in ("transient", "blown")}
+    cont = Continuity(grid_index, grid_images, shots.steps, cfg.continuity, skip=flashes)
+    if rejected is not None:
+        cont.rejected = rejected
     for shot in shots.shots:
         if shot.end_s - shot.start_s < cfg.min_shot_s:
             why["short_shot"] += 1
@@ -66,7 +149,7 @@ def choose_pairs(shots: Shots, grid_index: np.ndarray, grid_images: list[np.ndar
                 why[reason] += 1
             else:
                 cands.append(int(i))
-        per_shot.append(_pairs_in_shot(shot, cands, pos, grid_images, times_s, cfg, why))
+        per_shot.append(_pairs_in_shot(shot, cands, pos, grid_images, times_s, cfg, why, cont))
     chosen: list[PairChoice] = []
     for rank in range(cfg.max_pairs_per_shot):
         ready = [pairs[rank] for pairs in per_shot if rank < len(pairs)]
@@ -94,7 +177,7 @@ def _frame_problem(i: int, shots: Shots, img: np.ndarray, cfg: PairingConfig) ->
 
 
 def _pairs_in_shot(shot, cands: list[int], pos: dict, images: list, times_s: np.ndarray, cfg: PairingConfig,
-                   why: Counter) -> list[PairChoice]:
+                   why: Counter, cont: Continuity) -> list[PairChoice]:
     """Most-changing moments first (a cheap image difference ranks the A frames), then numbered in time order."""
     chosen: list[tuple[int, int, dict]] = []
     used: set[int] = set()  # a frame serves one pair only: repeated frames make near-duplicate samples
@@ -104,7 +187,7 @@ def _pairs_in_shot(shot, cands: list[int], pos: dict, images: list, times_s: np.
             break
         if a in used or any(abs(times_s[a] - times_s[c[0]]) < cfg.min_pair_spacing_s for c in chosen):
             continue
-        found = _best_b(a, [c for c in cands if c not in used], pos, images, times_s, cfg, why)
+        found = _best_b(shot, a, [c for c in cands if c not in used], pos, images, times_s, cfg, why, cont)
         if found is None:
             continue
         b, facts = found
@@ -126,8 +209,8 @@ def _change(a: int, cands: list[int], pos: dict, images: list, times_s: np.ndarr
     return mean_abs_diff(images[pos[a]], images[pos[b]])
 
 
-def _best_b(a: int, cands: list[int], pos: dict, images: list, times_s: np.ndarray, cfg: PairingConfig,
-            why: Counter) -> tuple[int, dict] | None:
+def _best_b(shot, a: int, cands: list[int], pos: dict, images: list, times_s: np.ndarray, cfg: PairingConfig,
+            why: Counter, cont: Continuity) -> tuple[int, dict] | None:
     """Try gaps around the target: a static result asks for a longer gap, too much motion for a shorter one."""
     bs = [b for b in cands if cfg.min_gap_s - 1e-6 <= times_s[b] - times_s[a] <= cfg.max_gap_s + 1e-6]
     if not bs:
@@ -143,7 +226,16 @@ def _best_b(a: int, cands: list[int], pos: dict, images: list, times_s: np.ndarr
         ia, ib = images[pos[a]], images[pos[b]]
         verdict, facts = _judge(ia, ib, cfg)
         if verdict is None:
-            return b, facts
+            worst = cont.worst(a, b, shot.start_frame, shot.end_frame)
+            broken = worst.pop("continuity_break_frame")
+            if broken is None:
+                return b, {**facts, **worst}
+            why["discontinuous"] += 1
+            cont.rejected.append({"frame_a": a, "frame_b": b, "break_frame": broken, **worst})
+            if broken <= a:
+                break  # A itself does not continue from the frame before it
+            bs = [x for x in bs if x < broken]  # nothing at or past the break can pair with `a`
+            continue
         why[verdict] += 1
         if verdict == "static" or verdict == "near_duplicate":
             gap = min(cfg.max_gap_s, 2 * (times_s[b] - times_s[a]))
