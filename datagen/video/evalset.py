@@ -194,7 +194,7 @@ def edit(sources: dict[str, Source], seed: int, boundaries: int) -> tuple[np.nda
     rng.shuffle(kinds)
     out: list[np.ndarray] = []
     truth: list[Boundary] = []
-    name, framing = str(rng.choice(names)), "full"
+    name, framing = str(rng.choice([n for n in names if len(sources[n].frames) >= 70])), "full"
 
     def piece(n_frames: int, src: str, how: str, skip: int = 0):
         frames = cur.take(src, n_frames, skip)

@@ -1,8 +1,11 @@
 """What changed between two frames, measured on small luma images.
 
 Dense optical flow (OpenCV DIS) gives per-pixel motion; a similarity transform fitted to
-it with RANSAC is the camera (pan, tilt, zoom): a high share of inliers with a real shift
-means the camera moved; what the transform does not explain is object motion. Blur is the
+it with RANSAC is the camera (pan, tilt, zoom), fitted to the background since RANSAC leaves
+moving objects out: below the motion bounds the camera is still whatever the share of
+inliers; a real motion that most of the picture agrees with is a pan/tilt/zoom; what the
+transform does not explain is object motion. A camera whose steps between A and B go back
+and forth (handheld shake) is irregular however small its net motion (pairing.py). Blur is the
 variance of the Laplacian. Magnitudes are fractions of the image diagonal so they do not
 depend on the analysis resolution.
 """
@@ -55,6 +58,14 @@ def warp_error(a: np.ndarray, b: np.ndarray, flow: np.ndarray | None = None) -> 
     return mean_abs_diff(warped, a)
 
 
+def step_motion(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
+    """(warp error, median flow x, median flow y as fractions of the diagonal) of one short step: the
+    median follows the background as long as moving objects cover less than half of the picture."""
+    flow = _flow(a, b)
+    diag = float(np.hypot(*a.shape))
+    return (warp_error(a, b, flow), float(np.median(flow[..., 0])) / diag, float(np.median(flow[..., 1])) / diag)
+
+
 def motion_facts(a: np.ndarray, b: np.ndarray, cfg: MotionConfig) -> dict:
     """Flow statistics, camera-motion class and object-motion measure for luma images `a` -> `b`."""
     h, w = a.shape
@@ -66,8 +77,11 @@ def motion_facts(a: np.ndarray, b: np.ndarray, cfg: MotionConfig) -> dict:
     dst = src + vec
     mag = np.linalg.norm(vec, axis=1)
     model, inliers = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=cfg.ransac_px)
-    if model is None:
-        model, inliers = np.array([[1, 0, 0], [0, 1, 0]], np.float64), np.zeros((len(src), 1), np.uint8)
+    still = mag < cfg.ransac_px
+    if model is None or still.mean() >= inliers.mean():
+        # more of the picture stands still than agrees with the fitted motion: the fit followed a
+        # large moving object, and the background (what stands still) says the camera is still
+        model, inliers = np.array([[1, 0, 0], [0, 1, 0]], np.float64), still[:, None].astype(np.uint8)
     pred = src @ model[:, :2].T + model[:, 2]
     residual = np.linalg.norm(dst - pred, axis=1)
     moving = residual > cfg.object_px
@@ -89,14 +103,20 @@ def motion_facts(a: np.ndarray, b: np.ndarray, cfg: MotionConfig) -> dict:
 
 
 def _camera_class(shift: np.ndarray, scale: float, inlier_share: float, cfg: MotionConfig) -> str:
-    """Names follow the camera, not the content: content sliding left means the camera pans right."""
+    """Names follow the camera, not the content: content sliding left means the camera pans right.
+
+    The fit is RANSAC's, which leaves moving objects out as outliers: a fitted motion below the
+    bounds is a still camera however few points agree (a large moving object, flat background),
+    and only a real fitted motion that explains too little of the picture is `complex`.
+    """
+    dx, dy = float(shift[0]), float(shift[1])
+    zoom = abs(scale - 1) > cfg.camera_min_zoom
+    if not zoom and max(abs(dx), abs(dy)) < cfg.camera_min_shift:
+        return "static"
     if inlier_share < cfg.camera_min_inliers:
         return "complex"
-    if abs(scale - 1) > cfg.camera_min_zoom:
+    if zoom:
         return "zoom_in" if scale > 1 else "zoom_out"
-    dx, dy = float(shift[0]), float(shift[1])
-    if max(abs(dx), abs(dy)) < cfg.camera_min_shift:
-        return "static"
     if abs(dx) >= abs(dy):
         return "pan_right" if dx < 0 else "pan_left"
     return "tilt_down" if dy < 0 else "tilt_up"

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from datagen.video.cuts import FrameSteps, Shots
-from datagen.video.motion import MotionConfig, blur_score, mean_abs_diff, motion_facts, warp_error
+from datagen.video.motion import MotionConfig, blur_score, mean_abs_diff, motion_facts, step_motion
 
 
 @dataclass
@@ -37,15 +37,26 @@ class Continuity:
     def __init__(self, grid_index: np.ndarray, images: list[np.ndarray], steps: FrameSteps | None,
                  cfg: ContinuityConfig, skip: set[int] = frozenset()):
         self.grid_index, self.images, self.steps, self.cfg = grid_index, images, steps, cfg
-        self._warp: dict[tuple[int, int], float] = {}
+        self._steps: dict[tuple[int, int], tuple[float, float, float]] = {}
         self.skip = set(skip)
         self.rejected: list[dict] = []  # facts of the pairs rejected as discontinuous, worst step included
 
+    def _step(self, p: int, q: int) -> tuple[float, float, float]:
+        """(warp error, background shift x, y) from grid frame p to q (positions in the grid)."""
+        if (p, q) not in self._steps:
+            self._steps[p, q] = step_motion(self.images[p], self.images[q])
+        return self._steps[p, q]
+
     def _step_warp(self, p: int, q: int) -> float:
-        """Warp error from grid frame p to q (positions in the grid)."""
-        if (p, q) not in self._warp:
-            self._warp[p, q] = warp_error(self.images[p], self.images[q])
-        return self._warp[p, q]
+        return self._step(p, q)[0]
+
+    def camera_path(self, a: int, b: int) -> tuple[float, float]:
+        """(length of the camera's path, its net shift) from frame a to b along the grid, fractions of the diagonal."""
+        g = self.grid_index
+        ga, gb = np.searchsorted(g, [a, b])
+        path = [k for k in range(int(ga), int(gb) + 1) if k in (ga, gb) or int(g[k]) not in self.skip]
+        steps = np.array([self._step(p, q)[1:] for p, q in zip(path, path[1:])] or [(0.0, 0.0)])
+        return float(np.linalg.norm(steps, axis=1).sum()), float(np.linalg.norm(steps.sum(0)))
 
     def worst(self, a: int, b: int, shot_first: int, shot_last: int) -> dict:
         """The worst grid step and frame step between frames a and b, and the first frame where continuity breaks."""
@@ -111,6 +122,11 @@ class PairingConfig:
     max_brightness: float = 0.94  # overexposed ditto
     max_brightness_change: float = 0.35  # a bigger exposure jump is a flash or auto-exposure glitch, not an edit
     motion: MotionConfig = field(default_factory=MotionConfig)
+    # the camera's path along the grid steps longer than 1.5x its net shift plus 0.5% of the diagonal
+    # (a still camera's path measures <= 0.3%): it went back and forth between A and B (handheld
+    # shake), which the A->B fit alone cannot see
+    shake_path_ratio: float = 1.5
+    shake_min_path: float = 0.005
     continuity: ContinuityConfig = field(default_factory=ContinuityConfig)
 
 
@@ -229,6 +245,10 @@ def _best_b(shot, a: int, cands: list[int], pos: dict, images: list, times_s: np
             worst = cont.worst(a, b, shot.start_frame, shot.end_frame)
             broken = worst.pop("continuity_break_frame")
             if broken is None:
+                path, net = cont.camera_path(a, b)
+                if path > cfg.shake_path_ratio * net + cfg.shake_min_path:
+                    facts["camera_motion"] = "complex"  # back and forth between A and B: handheld shake
+                facts.update(camera_path=round(path, 5))
                 return b, {**facts, **worst}
             why["discontinuous"] += 1
             cont.rejected.append({"frame_a": a, "frame_b": b, "break_frame": broken, **worst})
