@@ -46,6 +46,7 @@ class CutConfig:
     gradual_mix: tuple[float, float] = (0.2, 0.8)  # ...with a real share of each (a cut's frame is all one side)...
     gradual_max_blend: float = 0.35  # ...and is either one blend of the two (dissolve; moving shots >= 0.47)...
     gradual_max_nearest: float = 0.15  # ...or, pixel by pixel, one or the other (wipe; moving shots >= 0.12)
+    gradual_max_step: float = 0.6  # a span holding a step above this is a hard cut (cuts 0.75-1.25), not a blend
     min_shot_frames: int = 6  # boundaries closer than this are one (a fade's ramps, a transition's edges)
 
 
@@ -155,6 +156,9 @@ def detect(index: np.ndarray, thumbs: np.ndarray, times_s: np.ndarray, cfg: CutC
             cuts_pos.append(k)
     if given is None:
         transitions = _gradual(index, f32.reshape(thumbs.shape), status, cfg)
+        # a transition found around a hard cut is the cut's (a blend's steps are small, a cut's one step large)
+        transitions = [(a, b) for a, b in transitions
+                       if not any(a <= index[k] <= b and d[k] > cfg.gradual_max_step for k in cuts_pos)]
     else:
         cuts_pos = sorted({int(k) for k in np.searchsorted(index, given[0]) if 0 < k < n})
         transitions = [(int(a), int(b)) for a, b in given[1]]
