@@ -63,27 +63,14 @@ def score(videos, results) -> dict:
     per_kind: dict[str, list[int]] = {}
     false = {"hard": 0, "gradual": 0}
     for v, (shots, *_) in zip(videos, results):
-        found = evalset.found_boundaries(shots)
-        tally, _ = evalset.match(v.boundaries, found)
+        tally, unmatched = evalset.match(v.boundaries, evalset.found_boundaries(shots))
         for k, (hit, total) in tally.items():
             per_kind.setdefault(k, [0, 0])
             per_kind[k][0] += hit
             per_kind[k][1] += total
-        matched = _matched(v.boundaries, found)
-        for s in found:
-            if s not in matched:
-                false["hard" if s[0] == s[1] else "gradual"] += 1
+        for s in unmatched:
+            false["hard" if s[0] == s[1] else "gradual"] += 1
     return {"kinds": per_kind, "false": false}
-
-
-def _matched(truth, found):
-    free, used = list(found), set()
-    for b in sorted(truth, key=lambda b: b.end - b.start):
-        hit = next((s for s in free if s[0] <= b.end + 1 and s[1] >= b.start - 1), None)
-        if hit is not None:
-            free.remove(hit)
-            used.add(hit)
-    return used
 
 
 def spanning(videos, results) -> tuple[int, int]:

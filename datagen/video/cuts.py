@@ -24,6 +24,9 @@ from typing import Callable
 import numpy as np
 
 
+GRADUAL_SHRINK = 2  # the gradual test reads 32x24 averages of the 64x48 thumbnails (16x12 lets moving shots pass)
+
+
 @dataclass
 class CutConfig:
     cut_min_change: float = 0.3  # 1 - NCC; measured: cuts 0.75-1.25, look-alike cuts 0.32-1.15, inside shots p99 <= 0.19
@@ -188,7 +191,8 @@ def detect(index: np.ndarray, thumbs: np.ndarray, times_s: np.ndarray, cfg: CutC
 def _gradual(index: np.ndarray, thumbs: np.ndarray, status: np.ndarray, cfg: CutConfig) -> list[tuple[int, int]]:
     """Spans (first, last frame) where frames lie between two unrelated pictures: dissolves and wipes."""
     n = len(index)
-    small = thumbs.reshape(n, thumbs.shape[1] // 2, 2, thumbs.shape[2] // 2, 2).mean((2, 4)).reshape(n, -1)
+    f = GRADUAL_SHRINK
+    small = thumbs.reshape(n, thumbs.shape[1] // f, f, thumbs.shape[2] // f, f).mean((2, 4)).reshape(n, -1)
     black = np.cumsum(np.r_[0, status == "black"])
     spans: list[tuple[int, int]] = []
     for w in cfg.gradual_widths_frames:

@@ -308,8 +308,8 @@ def found_boundaries(shots) -> list[tuple[int, int]]:
     return sorted(set(spans))
 
 
-def match(truth: list[Boundary], found: list[tuple[int, int]]) -> tuple[dict[str, list[int]], int]:
-    """Per kind [found, total] of true boundaries, and how many found spans match none.
+def match(truth: list[Boundary], found: list[tuple[int, int]]) -> tuple[dict[str, list[int]], list[tuple[int, int]]]:
+    """Per kind [found, total] of true boundaries, and the found spans that match none.
 
     A cut counts when a found span reaches within one frame of it; a gradual transition when a
     found span overlaps it or its first or last frame (where the pure pictures start). Each found span explains one true boundary at most.
@@ -324,7 +324,7 @@ def match(truth: list[Boundary], found: list[tuple[int, int]]) -> tuple[dict[str
         if hit is not None:
             free.remove(hit)
             tally[0] += 1
-    return per_kind, len(free)
+    return per_kind, free
 
 
 def spanning(truth: list[Boundary], pairs: list[tuple[int, int]]) -> int:
