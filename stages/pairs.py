@@ -68,11 +68,18 @@ class PairsStage(Stage):
             info = ProbeInfo.from_columns(row[PROBE], row[FRAME_TABLE])
             shots, grid_index, grid_images, kept = load_shots(row)
             times = info.times_s
-            chosen, why = choose_pairs(shots, grid_index, grid_images, times, cfg.pairing)
+            broken: list[dict] = []
+            chosen, why = choose_pairs(shots, grid_index, grid_images, times, cfg.pairing, rejected=broken)
             if not chosen:
                 detail = (f"{len(shots.shots)} shot(s), {len(grid_index)} candidate frames; rejected: "
                           + (", ".join(f"{k}={v}" for k, v in why.most_common()) or "nothing to try"))
+                if broken:  # say where the content jumped, so a user can check the video there
+                    worst = max(broken, key=lambda r: r["continuity_frame_change"])
+                    detail += (f"; discontinuous: frames {worst['frame_a']}-{worst['frame_b']} break at frame "
+                               f"{worst['break_frame']} (frame change {worst['continuity_frame_change']}, "
+                               f"step warp error {worst['continuity_step_warp_error']})")
                 return [fail(base, self.name, "no_pairs", detail)]
+            detector = json.loads(row[SHOTS]).get("detector", {"model": "builtin"})
             wanted = sorted({i for p in chosen for i in (p.frame_a, p.frame_b)})
             frames = self._kept_frames(info, kept, wanted)
             missing = [i for i in wanted if i not in frames]
@@ -89,6 +96,7 @@ class PairsStage(Stage):
         for p in chosen:
             height, width = frames[p.frame_a].shape[:2]
             facts = dict(p.facts, frame_a=p.frame_a, frame_b=p.frame_b, fps=info.fps, vfr=info.vfr,
+                         shot_detector=detector,
                          rotation_deg=info.rotation_deg, source_width=info.width, source_height=info.height)
             out.append(dict(base, **{
                 SHOT: p.shot, PAIR: p.pair, FRAME_A: p.frame_a, FRAME_B: p.frame_b,

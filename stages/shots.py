@@ -7,24 +7,28 @@ copies of those grid frames, so the pairs stage does not decode the video again.
 equal resources Ray Data fuses ingest, shots and pairs into one task, so those copies
 (bounded by `scan.keep_frames_mb`) pass in memory and never cross the object store.
 Output columns: `shots_json` = {"cuts": [frame...], "shots": [{shot, start_frame,
-end_frame, start_s, end_s, fade_in, fade_out}], "unusable": {frame: black|blown|
-transient|fade}, "brightness": {frame: 0-1}, "decoded_frames": n}; `scan_arrays` (bytes, see pack_arrays:
-grid_index, grid_images, and kept_index, kept_pixels, kept_format, kept_size, kept_colorspace,
+end_frame, start_s, end_s, fade_in, fade_out}], "transitions": [[first, last]...],
+"unusable": {frame: black|blown|transient|fade|transition}, "brightness": {frame: 0-1},
+"decoded_frames": n, "detector": {model, ...provenance}}; `scan_arrays` (bytes, see pack_arrays:
+grid_index, grid_images, step_index, step_change, step_back (the cut signal of every decoded
+frame, for the pairs' continuity check), and kept_index, kept_pixels, kept_format, kept_size, kept_colorspace,
 kept_color_range for the kept copies).
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import cv2
 import numpy as np
 
-from datagen.video.cuts import CutConfig, Shot, Shots, detect
+from datagen.video.cuts import CutConfig, FrameSteps, Shot, Shots, detect
 from datagen.video.decode import KeptFrame, Scan, ScanConfig, decode_window, scan
 from datagen.video.probe import ProbeInfo, VideoError, local_path
+from datagen.video.transnet import TransNetConfig
 from schemas.columns import VIDEO_URI
 from stages.base import Resources, Stage, fail, failure_reason
 from stages.ingest import FRAME_TABLE, PROBE
@@ -35,12 +39,19 @@ SCAN = "scan_arrays"
 
 @dataclass
 class ShotsConfig:
+    # builtin: the thumbnail detector (CPU, ~100x cheaper); transnetv2: the TransNetV2 network in
+    # its own model stage after this one (stages/transnet.py), fed from this stage's one decode pass
+    detector: Literal["builtin", "transnetv2"] = "builtin"
     scan: ScanConfig = field(default_factory=ScanConfig)
     cuts: CutConfig = field(default_factory=CutConfig)
+    transnet: TransNetConfig = field(default_factory=TransNetConfig)
     storage_options: dict[str, Any] = field(default_factory=dict)
     opencv_threads: int = 1  # Ray runs a worker per CPU; OpenCV's own thread pool would only add contention
     # one video per batch: a scan takes ~0.1-1 s per minute of video and its rows are large
     resources: Resources = field(default_factory=lambda: Resources(num_cpus=1, batch_size=1, concurrency=2))
+    # the TransNetV2 actors: a few videos per batch (their windows share forward passes); the gpu
+    # profile gives each a fraction of a GPU (the network is small: ~30 MB of weights)
+    transnet_resources: Resources = field(default_factory=lambda: Resources(num_cpus=1, batch_size=4, concurrency=1))
 
 
 class ShotsStage(Stage):
@@ -57,32 +68,45 @@ class ShotsStage(Stage):
     def _one(self, row: dict[str, Any]) -> dict[str, Any]:
         cfg = self.config
         row.update({SHOTS: None, SCAN: None})
+        scan_cfg = dataclasses.replace(cfg.scan, net_frames=cfg.detector == "transnetv2")
         try:
             info = ProbeInfo.from_columns(row[PROBE], row[FRAME_TABLE])
             with local_path(str(row[VIDEO_URI]), **cfg.storage_options) as path:
-                seen = scan(path, info, cfg.scan)
+                seen = scan(path, info, scan_cfg)
                 shots = detect(seen.index, seen.thumbs, info.times_s, cfg.cuts,
                                refine=lambda a, b: decode_window(path, info, cfg.scan, a, b))
         except VideoError as e:
             return fail(row, self.name, e.reason, e.detail)
         except Exception as e:  # never end the run on one video
             return fail(row, self.name, failure_reason(e, "shots_error"), f"{type(e).__name__}: {e}")
-        grid = set(seen.grid_index.tolist())
-        row[SHOTS] = json.dumps({
-            "cuts": shots.cuts,
-            "shots": [asdict(s) for s in shots.shots],
-            "unusable": {str(k): v for k, v in shots.unusable.items() if k in grid},
-            "brightness": {str(k): round(v, 4) for k, v in shots.brightness.items() if k in grid},
-            "decoded_frames": seen.decoded_frames,
-            "skip_nonref": cfg.scan.skip_nonref,  # the pairs stage decodes its frames the same way
-        })
-        row[SCAN] = _scan_bytes(seen)
+        row[SHOTS] = shots_json(shots, seen.grid_index, seen.decoded_frames,
+                                skip_nonref=scan_cfg.skip_nonref and not scan_cfg.net_frames)
+        row[SCAN] = _scan_bytes(seen, shots.steps)
         return row
 
 
-def _scan_bytes(seen: Scan) -> bytes:
+def shots_json(shots: Shots, grid_index: np.ndarray, decoded_frames: int, skip_nonref: bool,
+               detector: dict | None = None) -> str:
+    grid = set(grid_index.tolist())
+    return json.dumps({
+        "cuts": shots.cuts,
+        "shots": [asdict(s) for s in shots.shots],
+        "transitions": shots.transitions,
+        "unusable": {str(k): v for k, v in shots.unusable.items() if k in grid},
+        "brightness": {str(k): round(v, 4) for k, v in shots.brightness.items() if k in grid},
+        "decoded_frames": decoded_frames,
+        "skip_nonref": skip_nonref,  # the pairs stage decodes its frames the same way
+        "detector": detector or {"model": "builtin"},  # provenance of the boundaries (model, weights, threshold)
+    })
+
+
+def _scan_bytes(seen: Scan, steps: FrameSteps | None) -> bytes:
     kept = sorted(seen.kept)
     arrays = dict(grid_index=seen.grid_index, grid_images=np.stack(seen.grid_images))
+    if steps is not None:  # the cut signal of every decoded frame: the pairs' continuity check reads it
+        arrays.update(step_index=steps.index, step_change=steps.change, step_back=steps.back)
+    if seen.net_frames is not None:  # for the TransNetV2 stage, which drops them (and the thumbnails) again
+        arrays.update(net_frames=seen.net_frames, thumbs=seen.thumbs)
     if kept and len({(seen.kept[i].format, seen.kept[i].pixels.shape) for i in kept}) == 1:
         first = seen.kept[kept[0]]  # a stream whose frames change format midway keeps none (pairs decodes them)
         arrays.update(kept_index=np.array(kept, np.int64), kept_pixels=np.stack([seen.kept[i].pixels for i in kept]),
@@ -116,8 +140,11 @@ def load_shots(row: dict[str, Any]) -> tuple[Shots, np.ndarray, list[np.ndarray]
     data = json.loads(row[SHOTS])
     shots = Shots(shots=[Shot(**s) for s in data["shots"]], cuts=list(data["cuts"]),
                   unusable={int(k): v for k, v in data["unusable"].items()},
-                  brightness={int(k): v for k, v in data["brightness"].items()})
+                  brightness={int(k): v for k, v in data["brightness"].items()},
+                  transitions=[tuple(t) for t in data.get("transitions", [])])
     z = unpack_arrays(row[SCAN])
+    if "step_index" in z:
+        shots.steps = FrameSteps(z["step_index"], z["step_change"], z["step_back"])
     kept = {}
     if "kept_index" in z:
         fmt, size = str(z["kept_format"]), tuple(int(v) for v in z["kept_size"])

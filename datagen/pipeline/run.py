@@ -42,6 +42,7 @@ from stages.ingest import IngestStage, source_dataset
 from stages.pairs import PairsStage
 from stages.segment import SegmentStage
 from stages.shots import ShotsStage
+from stages.transnet import TransNetStage
 
 MODEL_STAGES = {"caption": CaptionStage, "segment": SegmentStage, "depth": DepthStage, "edges": EdgesStage}
 RUN_FILE, CONFIG_FILE = "run.json", "config.yaml"
@@ -147,6 +148,10 @@ def build_dataset(cfg: PipelineConfig, sources, resume: ResumeState | ResumeClie
     registry = ray.remote(num_cpus=0)(VideoRegistry).remote()
     ds = sources
     for stage_cls, section in ((IngestStage, cfg.ingest), (ShotsStage, cfg.shots), (PairsStage, cfg.pairs)):
+        if stage_cls is PairsStage and cfg.shots.detector == "transnetv2":  # the shot network: a model stage
+            res = cfg.shots.transnet_resources
+            ds = ds.map_batches(TransNetStage, fn_constructor_kwargs={"config": cfg.shots},
+                                compute=ray.data.ActorPoolStrategy(size=res.concurrency), **_map_kwargs(res))
         res = section.resources
         extra = {"resume": resume, "registry": registry} if stage_cls is IngestStage else {"resume": resume}
         ds = ds.map_batches(_cpu_stage, fn_kwargs={"stage_cls": stage_cls, "config": section, **extra},

@@ -1,11 +1,20 @@
-"""Shot boundaries from the scan's thumbnails: hard cuts, black gaps, fades, flashes.
+"""Shot boundaries from the scan's thumbnails: hard cuts, jump cuts, gradual transitions, black gaps, flashes.
 
 Signals are per decoded frame (luma thumbnails). The change between two frames is one minus
 their normalised cross-correlation: blind to exposure changes and fades, ~0.01-0.2 for
-motion inside a shot, ~0.8-1 across a cut even between look-alike scenes. A hard cut is a
-change far above the local level (adaptive threshold) that persists (the frame after is
-still unlike the frame before, which tells a cut from a flash). Black frames split
-shots and are never used; fades from/to black and blown-out frames are never used either.
+motion inside a shot, ~0.3-1 across a cut (look-alike cuts, another framing of the same
+scene, sit at the low end). Two tests find cuts:
+- a strong change (above `cut_min_change`) that persists (the frame after is still unlike
+  the frame before, which tells a cut from a flash);
+- a spike: a smaller change (jump cuts on a still camera: the same background, people
+  elsewhere) that dwarfs the steps on either side of it and the local level. The local
+  level ignores other cuts, so a fast-cut passage does not blind it.
+A broken frame next to a cut gives two strong changes in a row: one cut, at the broken
+frame, which is marked unusable. Gradual transitions (dissolves, wipes) are frames that lie
+between the pictures some frames before and after them (per pixel, as a blend or a wipe
+makes them) while those two pictures are unrelated: the span is unusable and splits the
+shot. Black frames split shots and are never used; fades from/to black and blown-out frames
+are never used either.
 """
 from __future__ import annotations
 
@@ -15,10 +24,15 @@ from typing import Callable
 import numpy as np
 
 
+GRADUAL_SHRINK = 2  # the gradual test reads 32x24 averages of the 64x48 thumbnails (16x12 lets moving shots pass)
+
+
 @dataclass
 class CutConfig:
-    cut_min_change: float = 0.4  # 1 - NCC; measured: cuts 0.79-1.05, motion inside shots <= 0.2 (a hand entering)
+    cut_min_change: float = 0.3  # 1 - NCC; measured: cuts 0.75-1.25, look-alike cuts 0.32-1.15, inside shots p99 <= 0.19
     cut_ratio: float = 4.0  # and 4x the local median: fast pans raise the local level, cuts stand out anyway
+    spike_min_change: float = 0.1  # a jump cut changes a still picture by 0.12-0.44 (the moved people)...
+    spike_ratio: float = 4.0  # ...and by 4x more than the steps on either side (measured: 3-40x; motion ~1-2x)
     flat_std: float = 3.0  # thumbnails with luma std below 3/255 are flat: NCC is noise, compare means instead
     flat_mean_jump: float = 0.1  # between flat frames (or flat and textured), a mean step of 10% is a change
     window: int = 8  # decoded frames each side for the local median (~0.5-1 s)
@@ -26,6 +40,17 @@ class CutConfig:
     black_max: float = 0.15  # 98th percentile luma below this: nothing visible (dark scenes still have highlights)
     blown_min: float = 0.9  # 2nd percentile luma above this: washed out (flashes, overexposure)
     fade_min_step: float = 0.004  # brightness change per frame that counts as fading (normal drift is ~0.001)
+    # gradual transitions: the frame `w` frames before and after (for each w) are unrelated...
+    gradual_widths_frames: tuple[int, ...] = (3, 6, 10, 16)  # half-widths: dissolves of 5-30 frames have ends outside one
+    gradual_min_change: float = 0.5  # ...(NCC change above 0.5, a cut's level)...
+    # ...and the middle frame lies between them (mean distance outside the two / mean |a-b|; measured on
+    # the evaluation set: transitions' best centres 0.03-0.1, moving shots >= 0.12 at the 5th percentile)...
+    gradual_max_outside: float = 0.15
+    gradual_mix: tuple[float, float] = (0.2, 0.8)  # ...with a real share of each (a cut's frame is all one side)...
+    gradual_max_blend: float = 0.35  # ...and is either one blend of the two (dissolve; moving shots >= 0.47)...
+    gradual_max_nearest: float = 0.15  # ...or, pixel by pixel, one or the other (wipe; moving shots >= 0.12)
+    gradual_max_step: float = 0.6  # a span holding a step above this is a hard cut (cuts 0.75-1.25), not a blend
+    min_shot_frames: int = 6  # boundaries closer than this are one (a fade's ramps, a transition's edges)
 
 
 @dataclass
@@ -40,11 +65,22 @@ class Shot:
 
 
 @dataclass
+class FrameSteps:
+    """The cut signal of every decoded frame, kept for the pairs' continuity check."""
+
+    index: np.ndarray  # int64 (n,) decoded frames
+    change: np.ndarray  # float32 (n,): change from the previous decoded frame (0 for the first)
+    back: np.ndarray  # float32 (n,): change from the previous to the next decoded frame (low: a flash at this one)
+
+
+@dataclass
 class Shots:
     shots: list[Shot]
-    cuts: list[int]  # first frame of the new shot, hard cuts only (not black gaps)
-    unusable: dict[int, str] = field(default_factory=dict)  # frame index -> black|blown|transient|fade
+    cuts: list[int]  # first frame of the new shot, hard and jump cuts only (not black gaps or transitions)
+    unusable: dict[int, str] = field(default_factory=dict)  # frame index -> black|blown|transient|fade|transition
     brightness: dict[int, float] = field(default_factory=dict)  # frame index -> mean luma 0-1
+    transitions: list[tuple[int, int]] = field(default_factory=list)  # gradual transitions: (first, last) frame
+    steps: FrameSteps | None = None
 
 
 def _changes(a: np.ndarray, b: np.ndarray, cfg: CutConfig) -> np.ndarray:
@@ -58,9 +94,38 @@ def _changes(a: np.ndarray, b: np.ndarray, cfg: CutConfig) -> np.ndarray:
     return np.where(flat, jump.astype(np.float64), 1.0 - ncc.astype(np.float64))
 
 
+def step_changes(thumbs: np.ndarray, cfg: CutConfig) -> np.ndarray:
+    """Change from each decoded frame's predecessor to it (0 for the first): the cut signal."""
+    n = len(thumbs)
+    f32 = thumbs.reshape(n, -1).astype(np.float32)
+    d = np.zeros(n)
+    d[1:] = _changes(f32[:-1], f32[1:], cfg)
+    return d
+
+
+def local_level(d: np.ndarray, k: int, cfg: CutConfig) -> float:
+    """Median step around `k` (itself left out), ignoring steps that are cuts themselves."""
+    lo, hi = max(1, k - cfg.window), min(len(d), k + cfg.window + 1)
+    w = np.delete(d[lo:hi], k - lo)
+    w = w[w <= cfg.cut_min_change]
+    return float(np.median(w)) if len(w) else 0.0
+
+
+def is_spike(d: np.ndarray, k: int, local: float, cfg: CutConfig) -> bool:
+    """A step that dwarfs both neighbouring steps and the local level."""
+    beside = max(d[k - 1] if k > 1 else 0.0, d[k + 1] if k + 1 < len(d) else 0.0)
+    return d[k] > cfg.spike_min_change and d[k] > cfg.spike_ratio * max(local, beside)
+
+
 def detect(index: np.ndarray, thumbs: np.ndarray, times_s: np.ndarray, cfg: CutConfig,
-           refine: Callable[[int, int], dict[int, np.ndarray]] | None = None) -> Shots:
-    """Shots of one video; `refine(first, last)` returns thumbnails of every frame in between to place a cut exactly."""
+           refine: Callable[[int, int], dict[int, np.ndarray]] | None = None,
+           given: tuple[list[int], list[tuple[int, int]]] | None = None) -> Shots:
+    """Shots of one video; `refine(first, last)` returns thumbnails of every frame in between to place a cut exactly.
+
+    `given` (cuts, transitions) replaces this detector's own boundaries (another detector's,
+    e.g. TransNetV2's, on a scan of every frame); black, blown, flash and fade frames are still
+    found here.
+    """
     n = len(index)
     flat = thumbs.reshape(n, -1)
     bright = flat.mean(1) / 255.0
@@ -73,28 +138,89 @@ def detect(index: np.ndarray, thumbs: np.ndarray, times_s: np.ndarray, cfg: CutC
     status[p98 < cfg.black_max] = "black"
     status[p2 > cfg.blown_min] = "blown"
     f32 = flat.astype(np.float32)
-    d = np.zeros(n)
-    d[1:] = _changes(f32[:-1], f32[1:], cfg)
+    d = step_changes(thumbs, cfg)
     spike = np.zeros(n, bool)
+    back = d.copy()  # (first and last frame: no neighbour on one side, the step itself stands in)
     if n > 2:  # flashes and glitches: unlike both neighbours, which are alike
         low = np.minimum(d[1:-1], d[2:])
-        skip = _changes(f32[:-2], f32[2:], cfg)
-        spike[1:-1] = (low > cfg.cut_min_change / 2) & (skip < cfg.transient_ratio * low)
+        back[1:-1] = _changes(f32[:-2], f32[2:], cfg)
+        spike[1:-1] = (low > cfg.cut_min_change / 2) & (back[1:-1] < cfg.transient_ratio * low)
     status[spike & (status == "ok")] = "transient"
     good = (status != "black") & ~spike
-    cuts_pos = []
-    for k in range(1, n):
-        if d[k] <= cfg.cut_min_change or not (good[k] and good[k - 1]):
-            continue  # (the cheap test first: the local median is only needed for the few large changes)
-        lo, hi = max(1, k - cfg.window), min(n, k + cfg.window + 1)
-        local = np.median(np.delete(d[lo:hi], k - lo)) if hi - lo > 1 else 0.0
-        if d[k] > max(cfg.cut_min_change, cfg.cut_ratio * local):
+    cuts_pos: list[int] = []
+    for k in range(1, n) if given is None else ():
+        if d[k] <= cfg.spike_min_change or not (good[k] and good[k - 1]):
+            continue  # (the cheap test first: the local level is only needed for the few large changes)
+        local = local_level(d, k, cfg)
+        if (d[k] > cfg.cut_min_change and d[k] > cfg.cut_ratio * local) or is_spike(d, k, local, cfg):
+            if cuts_pos and cuts_pos[-1] == k - 1 and d[k] > cfg.cut_min_change:
+                status[k - 1] = "transient"  # a broken frame at a cut: unlike both sides; the cut stays before it
+                continue
             cuts_pos.append(k)
+    if given is None:
+        transitions = _gradual(index, f32.reshape(thumbs.shape), status, cfg)
+        # a transition found around a hard cut is the cut's (a blend's steps are small, a cut's one step large)
+        transitions = [(a, b) for a, b in transitions
+                       if not any(a <= index[k] <= b and d[k] > cfg.gradual_max_step for k in cuts_pos)]
+    else:
+        cuts_pos = sorted({int(k) for k in np.searchsorted(index, given[0]) if 0 < k < n})
+        transitions = [(int(a), int(b)) for a, b in given[1]]
+    inside = np.zeros(n, bool)
+    for first, last in transitions:
+        inside |= (index >= first) & (index <= last)
+    status[inside & (status != "black")] = "transition"
+    cuts_pos = [k for k in cuts_pos if not inside[k] and not inside[k - 1]]
     cuts = [_place_cut(int(index[k - 1]), int(index[k]), refine, cfg) for k in cuts_pos]
     _mark_fades(status, bright, cfg)
     shots = _shots(index, status, cuts_pos, cuts, times_s)
+    # a shot of a few frames, or of unusable frames only (a fade's ramp next to a transition), is part of the boundary
+    def empty(s: Shot) -> bool:
+        frames = (index >= s.start_frame) & (index <= s.end_frame)
+        return s.end_frame - s.start_frame + 1 < cfg.min_shot_frames or not (status[frames] == "ok").any()
+    for short in [s for s in shots if empty(s)]:
+        status[(index >= short.start_frame) & (index <= short.end_frame) & (status == "ok")] = "transition"
+    shots = [s for s in shots if not empty(s)]
+    for k, s in enumerate(shots):
+        s.shot = k
+    cuts = [c for c in cuts if any(s.start_frame == c for s in shots)]
     return Shots(shots=shots, cuts=cuts, unusable={int(index[k]): str(status[k]) for k in range(n) if status[k] != "ok"},
-                 brightness={int(index[k]): float(bright[k]) for k in range(n)})
+                 brightness={int(index[k]): float(bright[k]) for k in range(n)}, transitions=transitions,
+                 steps=FrameSteps(index.astype(np.int64), d.astype(np.float32), back.astype(np.float32)))
+
+
+def _gradual(index: np.ndarray, thumbs: np.ndarray, status: np.ndarray, cfg: CutConfig) -> list[tuple[int, int]]:
+    """Spans (first, last frame) where frames lie between two unrelated pictures: dissolves and wipes."""
+    n = len(index)
+    f = GRADUAL_SHRINK
+    small = thumbs.reshape(n, thumbs.shape[1] // f, f, thumbs.shape[2] // f, f).mean((2, 4)).reshape(n, -1)
+    black = np.cumsum(np.r_[0, status == "black"])
+    spans: list[tuple[int, int]] = []
+    for w in cfg.gradual_widths_frames:
+        lo = np.searchsorted(index, index - w).clip(0, n - 1)
+        hi = (np.searchsorted(index, index + w, side="right") - 1).clip(0, n - 1)
+        ok = (lo < np.arange(n)) & (hi > np.arange(n)) & (black[hi + 1] == black[lo])  # fades through black: not here
+        k = np.flatnonzero(ok)
+        if not len(k):
+            continue
+        k = k[_changes(small[lo[k]], small[hi[k]], cfg) > cfg.gradual_min_change]
+        if not len(k):
+            continue
+        a, m, b = small[lo[k]], small[k], small[hi[k]]
+        outside = np.maximum(0, np.maximum(np.minimum(a, b) - m, m - np.maximum(a, b))).mean(1)
+        spread = np.abs(a - b).mean(1) + 1e-6
+        mix = ((m - a) * (b - a)).sum(1) / (((b - a) ** 2).sum(1) + 1e-6)
+        blend = np.abs(m - (a + mix[:, None] * (b - a))).mean(1) / spread
+        nearest = np.minimum(np.abs(m - a), np.abs(m - b)).mean(1) / spread
+        hit = k[(outside / spread < cfg.gradual_max_outside) & (mix > cfg.gradual_mix[0]) & (mix < cfg.gradual_mix[1])
+                & ((blend < cfg.gradual_max_blend) | (nearest < cfg.gradual_max_nearest))]
+        spans += [(int(index[i]) - w // 2, int(index[i]) + w // 2) for i in hit]
+    merged: list[tuple[int, int]] = []
+    for first, last in sorted(spans):
+        if merged and first <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], last))
+        else:
+            merged.append((first, last))
+    return merged
 
 
 def _place_cut(before: int, after: int, refine, cfg: CutConfig) -> int:
@@ -127,21 +253,21 @@ def _mark_fades(status: np.ndarray, bright: np.ndarray, cfg: CutConfig) -> None:
 
 
 def _shots(index: np.ndarray, status: np.ndarray, cuts_pos: list[int], cuts: list[int], times_s: np.ndarray) -> list[Shot]:
-    """Runs of visible frames, split at cuts and at black frames."""
+    """Runs of visible frames, split at cuts, black frames and gradual transitions."""
     shots: list[Shot] = []
     cut_at = dict(zip(cuts_pos, cuts))
     start = None
     fade_in = False
     n = len(index)
     for k in range(n + 1):
-        boundary = k == n or status[k] == "black" or k in cut_at
+        boundary = k == n or status[k] in ("black", "transition") or k in cut_at
         if boundary and start is not None:
             end_frame = cut_at[k] - 1 if k in cut_at else int(index[k - 1])
             first = cut_at.get(start, int(index[start]))
             fade_out = status[k - 1] == "fade"
             shots.append(Shot(len(shots), first, end_frame, float(times_s[first]), float(times_s[end_frame]), fade_in, fade_out))
             start = None
-        if k < n and status[k] != "black" and start is None:
+        if k < n and status[k] not in ("black", "transition") and start is None:
             start = k
             fade_in = status[k] == "fade"
     return shots

@@ -51,6 +51,9 @@ class ScanConfig:
     # Bound on the kept copies of one video (~1 MB each at 512 px in 4:2:0, two per second):
     # a 256 MB bound keeps ~4 minutes; the pairs stage decodes frames past it the old way.
     keep_frames_mb: int = 256
+    # Every frame at 48x27 RGB for TransNetV2 (set by the shots stage when shots.detector is
+    # transnetv2; then every frame is decoded, since the network reads them all): ~4 KB a frame.
+    net_frames: bool = False
 
 
 @dataclass
@@ -74,6 +77,7 @@ class Scan:
     grid_images: list[np.ndarray] = field(default_factory=list)  # uint8 luma, display orientation
     kept: dict[int, KeptFrame] = field(default_factory=dict)  # grid frame -> sample-quality copy
     decoded_frames: int = 0
+    net_frames: np.ndarray | None = None  # uint8 (n, 27, 48, 3) RGB of frames `index`, when asked for
 
 
 def _luma(frame: av.VideoFrame, bits: int) -> np.ndarray:
@@ -139,6 +143,13 @@ def fit_size(width: int, height: int, short_side_px: int, max_long_side_px: int)
 
 
 _SCALER = VideoReformatter()  # one per process: it caches swscale's context (area filters cost ms to set up)
+_NET_SCALER = VideoReformatter()  # its own: one cached context per output size
+
+
+def net_frame(frame: av.VideoFrame) -> np.ndarray:
+    """The frame as TransNetV2 reads it: 48x27 RGB, bicubic (what the package's ffmpeg pipe gives)."""
+    return _NET_SCALER.reformat(frame, width=48, height=27, format="rgb24", interpolation="BICUBIC",
+                                threads=1).to_ndarray()
 
 
 def keep_frame(frame: av.VideoFrame, size: tuple[int, int]) -> KeptFrame:
@@ -167,6 +178,7 @@ def scan(path: str, info: ProbeInfo, cfg: ScanConfig) -> Scan:
     # frames the nearest decoded one stands in (at most a frame or two later).
     pending = np.unique(np.searchsorted(times, grid_t).clip(0, len(times) - 1))
     seen: dict[int, np.ndarray] = {}
+    net: dict[int, np.ndarray] = {}
     grid: dict[int, np.ndarray] = {}
     kept: dict[int, KeptFrame] = {}
     kept_bytes, keep_limit = 0, cfg.keep_frames_mb * 2**20 if cfg.keep_frames else -1
@@ -185,7 +197,7 @@ def scan(path: str, info: ProbeInfo, cfg: ScanConfig) -> Scan:
         while True:
             try:
                 packet = next(packets)
-                if cfg.skip_nonref:
+                if cfg.skip_nonref and not cfg.net_frames:  # the network reads every frame
                     ts = packet.pts if packet.pts is not None else packet.dts
                     j = int(np.searchsorted(key_pts, ts)) if ts is not None else len(key_pts)
                     ctx.skip_frame = "DEFAULT" if j < len(key_pts) and ts >= near_key[j] else "NONREF"
@@ -204,6 +216,8 @@ def scan(path: str, info: ProbeInfo, cfg: ScanConfig) -> Scan:
                     continue
                 y = _luma(frame, bits)
                 seen[idx] = _shrink(y, cfg.thumb_size_px)
+                if cfg.net_frames:
+                    net[idx] = net_frame(frame)
                 if next_grid < len(pending) and idx >= pending[next_grid]:
                     grid[idx] = _analysis_image(y, size, info.rotation_deg)
                     next_grid = int(np.searchsorted(pending, idx, side="right"))
@@ -215,7 +229,8 @@ def scan(path: str, info: ProbeInfo, cfg: ScanConfig) -> Scan:
     index = np.array(sorted(seen), np.int64)
     gidx = np.array(sorted(grid), np.int64)
     return Scan(index=index, thumbs=np.stack([seen[i] for i in index]), grid_index=gidx,
-                grid_images=[grid[i] for i in gidx], kept=kept, decoded_frames=decoded)
+                grid_images=[grid[i] for i in gidx], kept=kept, decoded_frames=decoded,
+                net_frames=np.stack([net[i] for i in index]) if cfg.net_frames else None)
 
 
 def _packets_from_key(container, stream, info: ProbeInfo, first: int):

@@ -1,8 +1,11 @@
 """What changed between two frames, measured on small luma images.
 
 Dense optical flow (OpenCV DIS) gives per-pixel motion; a similarity transform fitted to
-it with RANSAC is the camera (pan, tilt, zoom): a high share of inliers with a real shift
-means the camera moved; what the transform does not explain is object motion. Blur is the
+it with RANSAC is the camera (pan, tilt, zoom), fitted to the background since RANSAC leaves
+moving objects out: below the motion bounds the camera is still whatever the share of
+inliers; a real motion that most of the picture agrees with is a pan/tilt/zoom; what the
+transform does not explain is object motion. A camera whose steps between A and B go back
+and forth (handheld shake) is irregular however small its net motion (pairing.py). Blur is the
 variance of the Laplacian. Magnitudes are fractions of the image diagonal so they do not
 depend on the analysis resolution.
 """
@@ -43,6 +46,26 @@ def _flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return _DIS.calc(a, b, None)
 
 
+def warp_error(a: np.ndarray, b: np.ndarray, flow: np.ndarray | None = None) -> float:
+    """How badly the flow from `a` to `b` explains `b`: `b` warped back onto `a`, mean |difference| (0-1).
+
+    Large when flow fails: too much motion, new content, occlusion, or no continuity at all (a cut).
+    """
+    h, w = a.shape
+    flow = _flow(a, b) if flow is None else flow
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    warped = cv2.remap(b, gx + flow[..., 0], gy + flow[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return mean_abs_diff(warped, a)
+
+
+def step_motion(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
+    """(warp error, median flow x, median flow y as fractions of the diagonal) of one short step: the
+    median follows the background as long as moving objects cover less than half of the picture."""
+    flow = _flow(a, b)
+    diag = float(np.hypot(*a.shape))
+    return (warp_error(a, b, flow), float(np.median(flow[..., 0])) / diag, float(np.median(flow[..., 1])) / diag)
+
+
 def motion_facts(a: np.ndarray, b: np.ndarray, cfg: MotionConfig) -> dict:
     """Flow statistics, camera-motion class and object-motion measure for luma images `a` -> `b`."""
     h, w = a.shape
@@ -54,14 +77,14 @@ def motion_facts(a: np.ndarray, b: np.ndarray, cfg: MotionConfig) -> dict:
     dst = src + vec
     mag = np.linalg.norm(vec, axis=1)
     model, inliers = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=cfg.ransac_px)
-    if model is None:
-        model, inliers = np.array([[1, 0, 0], [0, 1, 0]], np.float64), np.zeros((len(src), 1), np.uint8)
+    still = mag < cfg.ransac_px
+    if model is None or still.mean() >= inliers.mean():
+        # more of the picture stands still than agrees with the fitted motion: the fit followed a
+        # large moving object, and the background (what stands still) says the camera is still
+        model, inliers = np.array([[1, 0, 0], [0, 1, 0]], np.float64), still[:, None].astype(np.uint8)
     pred = src @ model[:, :2].T + model[:, 2]
     residual = np.linalg.norm(dst - pred, axis=1)
     moving = residual > cfg.object_px
-    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-    # How well the flow explains B: large when flow failed (too much motion, new content, occlusion)
-    warped = cv2.remap(b, gx + flow[..., 0], gy + flow[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     center = np.array([w / 2, h / 2])
     shift = center @ model[:, :2].T + model[:, 2] - center
     scale = float(np.sqrt(abs(np.linalg.det(model[:, :2]))))
@@ -69,7 +92,7 @@ def motion_facts(a: np.ndarray, b: np.ndarray, cfg: MotionConfig) -> dict:
     return {
         "flow_median": round(float(np.median(mag)) / diag, 5),
         "flow_p90": round(float(np.percentile(mag, 90)) / diag, 5),
-        "warp_error": round(mean_abs_diff(warped, a), 5),
+        "warp_error": round(warp_error(a, b, flow), 5),
         "camera_motion": _camera_class(shift / diag, scale, inlier_share, cfg),
         "camera_shift": [round(float(shift[0]) / diag, 5), round(float(shift[1]) / diag, 5)],
         "camera_zoom": round(scale, 4),
@@ -80,14 +103,20 @@ def motion_facts(a: np.ndarray, b: np.ndarray, cfg: MotionConfig) -> dict:
 
 
 def _camera_class(shift: np.ndarray, scale: float, inlier_share: float, cfg: MotionConfig) -> str:
-    """Names follow the camera, not the content: content sliding left means the camera pans right."""
+    """Names follow the camera, not the content: content sliding left means the camera pans right.
+
+    The fit is RANSAC's, which leaves moving objects out as outliers: a fitted motion below the
+    bounds is a still camera however few points agree (a large moving object, flat background),
+    and only a real fitted motion that explains too little of the picture is `complex`.
+    """
+    dx, dy = float(shift[0]), float(shift[1])
+    zoom = abs(scale - 1) > cfg.camera_min_zoom
+    if not zoom and max(abs(dx), abs(dy)) < cfg.camera_min_shift:
+        return "static"
     if inlier_share < cfg.camera_min_inliers:
         return "complex"
-    if abs(scale - 1) > cfg.camera_min_zoom:
+    if zoom:
         return "zoom_in" if scale > 1 else "zoom_out"
-    dx, dy = float(shift[0]), float(shift[1])
-    if max(abs(dx), abs(dy)) < cfg.camera_min_shift:
-        return "static"
     if abs(dx) >= abs(dy):
         return "pan_right" if dx < 0 else "pan_left"
     return "tilt_down" if dy < 0 else "tilt_up"

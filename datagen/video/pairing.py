@@ -1,5 +1,11 @@
 """Choose frame pairs inside shots from the scan's analysis images (no further decoding).
 
+A pair is kept only when the content runs continuously from A to B, whatever the shot
+detector decided: every step of the analysis grid between them is explained by motion
+(flow warp error low on each step), and no decoded frame between them changes like a cut
+or like a jump cut (a step that dwarfs its neighbours and does not come back, as a flash
+does). That catches jump cuts and whatever boundary the detector missed (`discontinuous`).
+
 Deterministic: candidates are visited in time order and every tie is broken by position,
 so the same video and config give the same (shot, pair) numbering and frames.
 """
@@ -8,10 +14,115 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
-from datagen.video.cuts import Shots
-from datagen.video.motion import MotionConfig, blur_score, mean_abs_diff, motion_facts
+from datagen.video.cuts import FrameSteps, Shots
+from datagen.video.motion import MotionConfig, blur_score, mean_abs_diff, motion_facts, step_motion
+
+
+@dataclass
+class ContinuityConfig:
+    # a grid step (0.5 s) the flow cannot explain: a cut, a wipe, a teleport. Measured at half the
+    # analysis size (4x cheaper flow) on the evaluation set: 0.045 keeps every continuous pair
+    # the full size kept and lets none over a boundary through; 0.06 lets a wipe's tail through
+    max_step_warp_error: float = 0.045
+    max_frame_change: float = 0.3  # no decoded frame may change like a cut does (the detector's own cut level)...
+    spike_min_change: float = 0.06  # ...nor like a jump cut: 0.06 and 3x its neighbours (the detector asks 0.1 and 4x:
+    spike_ratio: float = 3.0  # dropping a pair costs less than splitting a shot)
+    flash_ratio: float = 0.5  # a step whose frame after returns to the frame before (< half the step) is a flash
+    window: int = 8  # decoded frames each side for the local level
+    margin_steps: int = 1  # grid steps checked beyond A and B: their frames must not sit at a transition's tail
+
+
+class Continuity:
+    """The continuity test of one video: the frame test is computed once for every decoded frame,
+    grid steps' flow once per step (shared by all pairs), on half-size analysis images."""
+
+    def __init__(self, grid_index: np.ndarray, images: list[np.ndarray], steps: FrameSteps | None,
+                 cfg: ContinuityConfig, skip: set[int] = frozenset()):
+        self.grid_index, self.images, self.cfg = grid_index, images, cfg
+        self._steps: dict[tuple[int, int], tuple[float, float, float]] = {}
+        self._small: dict[int, np.ndarray] = {}
+        self.skip = set(skip)
+        self.rejected: list[dict] = []  # facts of the pairs rejected as discontinuous, worst step included
+        self.frames = steps.index if steps is not None else np.zeros(0, np.int64)
+        self.change, self.ratio, self.broken = self._frame_test(steps)
+
+    def _frame_test(self, steps: FrameSteps | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per decoded frame: its change (from the frame before a flash, after one), that change over
+        its neighbours and the local median, and whether it breaks continuity (flashes never do)."""
+        if steps is None or len(steps.index) < 3:
+            z = np.zeros(len(self.frames))
+            return z, z, z.astype(bool)
+        cfg = self.cfg
+        d, back = steps.change.astype(np.float64), steps.back.astype(np.float64)
+        n = len(d)
+        flash = np.zeros(n + 1, bool)  # [n] stays False: "the frame after the last" is no flash
+        flash[1:n - 1] = (back[1:-1] < cfg.flash_ratio * d[1:-1]) & (d[2:] > cfg.flash_ratio * d[1:-1])
+        change = np.where(np.r_[False, flash[:n - 1]], np.r_[0.0, back[:-1]], d)
+        before = np.where(np.r_[True, True, flash[1:n - 1]], 0.0, np.r_[0.0, d[:-1]])
+        after = np.where(flash[1:n + 1], 0.0, np.r_[d[1:], 0.0])
+        w = cfg.window
+        windows = np.lib.stride_tricks.sliding_window_view(np.pad(d, w, mode="edge"), 2 * w + 1)
+        level = np.median(np.delete(windows, w, axis=1), axis=1)
+        ratio = change / np.maximum.reduce([before, after, level, np.full(n, 1e-3)])
+        broken = ~flash[:n] & ((change > cfg.max_frame_change) | ((change > cfg.spike_min_change) & (ratio > cfg.spike_ratio)))
+        broken[0] = False
+        return change, ratio, broken
+
+    def _image(self, p: int) -> np.ndarray:
+        if p not in self._small:
+            img = self.images[p]
+            self._small[p] = cv2.resize(img, (img.shape[1] // 2, img.shape[0] // 2), interpolation=cv2.INTER_AREA)
+        return self._small[p]
+
+    def _step(self, p: int, q: int) -> tuple[float, float, float]:
+        """(warp error, background shift x, y) from grid frame p to q (positions in the grid)."""
+        if (p, q) not in self._steps:
+            self._steps[p, q] = step_motion(self._image(p), self._image(q))
+        return self._steps[p, q]
+
+    def _path(self, ga: int, gb: int) -> list[int]:
+        """Grid positions from ga to gb, stepping over flash frames (a longer, stricter step)."""
+        return [k for k in range(ga, gb + 1) if k in (ga, gb) or int(self.grid_index[k]) not in self.skip]
+
+    def camera_path(self, a: int, b: int) -> tuple[float, float]:
+        """(length of the camera's path, its net shift) from frame a to b along the grid, fractions of the diagonal."""
+        ga, gb = (int(x) for x in np.searchsorted(self.grid_index, [a, b]))
+        path = self._path(ga, gb)
+        steps = np.array([self._step(p, q)[1:] for p, q in zip(path, path[1:])] or [(0.0, 0.0)])
+        return float(np.linalg.norm(steps, axis=1).sum()), float(np.linalg.norm(steps.sum(0)))
+
+    def worst(self, a: int, b: int, shot_first: int, shot_last: int) -> dict:
+        """The worst frame step and grid step between frames a and b, and the first frame where continuity breaks."""
+        cfg = self.cfg
+        g = self.grid_index
+        ga, gb = (int(x) for x in np.searchsorted(g, [a, b]))
+        # one grid step beyond each end too: a frame at the tail of a transition does not continue cleanly
+        # (inside the shot: the frame before a shot's first frame is the other side of its boundary)
+        for _ in range(cfg.margin_steps):
+            ga -= ga > 0 and g[ga - 1] >= shot_first
+            gb += gb + 1 < len(g) and g[gb + 1] <= shot_last
+        a, b = int(g[ga]), int(g[gb])
+        lo, hi = (int(x) for x in np.searchsorted(self.frames, [a, b], side="right"))  # decoded frames in (a, b]
+        out = {"continuity_frame_change": 0.0, "continuity_frame_ratio": 0.0, "continuity_frame": b,
+               "continuity_step_warp_error": 0.0, "continuity_step_warp_frame": b}
+        if hi > lo:
+            k = lo + int(np.argmax(self.change[lo:hi]))
+            out.update(continuity_frame_change=round(float(self.change[k]), 4),
+                       continuity_frame_ratio=round(float(self.ratio[k]), 2), continuity_frame=int(self.frames[k]))
+            broken = np.flatnonzero(self.broken[lo:hi])
+            if len(broken):  # no flow needed: the frame test already failed
+                out["continuity_break_frame"] = int(self.frames[lo + broken[0]])
+                return out
+        path = self._path(ga, gb)
+        warps = [(self._step(p, q)[0], int(g[q])) for p, q in zip(path, path[1:])]
+        w_err, w_at = max(warps, default=(0.0, b))
+        out.update(continuity_step_warp_error=round(w_err, 5), continuity_step_warp_frame=w_at)
+        breaks = [at for err, at in warps if err > cfg.max_step_warp_error]
+        out["continuity_break_frame"] = min(breaks) if breaks else None
+        return out
 
 
 @dataclass
@@ -36,6 +147,12 @@ class PairingConfig:
     max_brightness: float = 0.94  # overexposed ditto
     max_brightness_change: float = 0.35  # a bigger exposure jump is a flash or auto-exposure glitch, not an edit
     motion: MotionConfig = field(default_factory=MotionConfig)
+    # the camera's path along the grid steps longer than 1.5x its net shift plus 0.5% of the diagonal
+    # (a still camera's path measures <= 0.3%): it went back and forth between A and B (handheld
+    # shake), which the A->B fit alone cannot see
+    shake_path_ratio: float = 1.5
+    shake_min_path: float = 0.005
+    continuity: ContinuityConfig = field(default_factory=ContinuityConfig)
 
 
 @dataclass
@@ -48,12 +165,19 @@ class PairChoice:
 
 
 def choose_pairs(shots: Shots, grid_index: np.ndarray, grid_images: list[np.ndarray], times_s: np.ndarray,
-                 cfg: PairingConfig) -> tuple[list[PairChoice], Counter]:
+                 cfg: PairingConfig, rejected: list[dict] | None = None) -> tuple[list[PairChoice], Counter]:
     """Pairs of every shot (round-robin over shots up to the per-video cap, spread evenly over the
-    video when the cap cannot take a pair from every shot) and a count of rejection reasons."""
+    video when the cap cannot take a pair from every shot) and a count of rejection reasons.
+
+    `rejected`, when given, receives the facts of each pair rejected as discontinuous (its worst steps).
+    """
     why: Counter = Counter()
     per_shot: list[list[PairChoice]] = []
     pos = {int(i): k for k, i in enumerate(grid_index)}
+    flashes = {i for i, why_ in shots.unusable.items() if why_ in ("transient", "blown")}
+    cont = Continuity(grid_index, grid_images, shots.steps, cfg.continuity, skip=flashes)
+    if rejected is not None:
+        cont.rejected = rejected
     for shot in shots.shots:
         if shot.end_s - shot.start_s < cfg.min_shot_s:
             why["short_shot"] += 1
@@ -66,7 +190,7 @@ def choose_pairs(shots: Shots, grid_index: np.ndarray, grid_images: list[np.ndar
                 why[reason] += 1
             else:
                 cands.append(int(i))
-        per_shot.append(_pairs_in_shot(shot, cands, pos, grid_images, times_s, cfg, why))
+        per_shot.append(_pairs_in_shot(shot, cands, pos, grid_images, times_s, cfg, why, cont))
     chosen: list[PairChoice] = []
     for rank in range(cfg.max_pairs_per_shot):
         ready = [pairs[rank] for pairs in per_shot if rank < len(pairs)]
@@ -94,7 +218,7 @@ def _frame_problem(i: int, shots: Shots, img: np.ndarray, cfg: PairingConfig) ->
 
 
 def _pairs_in_shot(shot, cands: list[int], pos: dict, images: list, times_s: np.ndarray, cfg: PairingConfig,
-                   why: Counter) -> list[PairChoice]:
+                   why: Counter, cont: Continuity) -> list[PairChoice]:
     """Most-changing moments first (a cheap image difference ranks the A frames), then numbered in time order."""
     chosen: list[tuple[int, int, dict]] = []
     used: set[int] = set()  # a frame serves one pair only: repeated frames make near-duplicate samples
@@ -104,7 +228,7 @@ def _pairs_in_shot(shot, cands: list[int], pos: dict, images: list, times_s: np.
             break
         if a in used or any(abs(times_s[a] - times_s[c[0]]) < cfg.min_pair_spacing_s for c in chosen):
             continue
-        found = _best_b(a, [c for c in cands if c not in used], pos, images, times_s, cfg, why)
+        found = _best_b(shot, a, [c for c in cands if c not in used], pos, images, times_s, cfg, why, cont)
         if found is None:
             continue
         b, facts = found
@@ -126,8 +250,8 @@ def _change(a: int, cands: list[int], pos: dict, images: list, times_s: np.ndarr
     return mean_abs_diff(images[pos[a]], images[pos[b]])
 
 
-def _best_b(a: int, cands: list[int], pos: dict, images: list, times_s: np.ndarray, cfg: PairingConfig,
-            why: Counter) -> tuple[int, dict] | None:
+def _best_b(shot, a: int, cands: list[int], pos: dict, images: list, times_s: np.ndarray, cfg: PairingConfig,
+            why: Counter, cont: Continuity) -> tuple[int, dict] | None:
     """Try gaps around the target: a static result asks for a longer gap, too much motion for a shorter one."""
     bs = [b for b in cands if cfg.min_gap_s - 1e-6 <= times_s[b] - times_s[a] <= cfg.max_gap_s + 1e-6]
     if not bs:
@@ -143,7 +267,20 @@ def _best_b(a: int, cands: list[int], pos: dict, images: list, times_s: np.ndarr
         ia, ib = images[pos[a]], images[pos[b]]
         verdict, facts = _judge(ia, ib, cfg)
         if verdict is None:
-            return b, facts
+            worst = cont.worst(a, b, shot.start_frame, shot.end_frame)
+            broken = worst.pop("continuity_break_frame")
+            if broken is None:
+                path, net = cont.camera_path(a, b)
+                if path > cfg.shake_path_ratio * net + cfg.shake_min_path:
+                    facts["camera_motion"] = "complex"  # back and forth between A and B: handheld shake
+                facts.update(camera_path=round(path, 5))
+                return b, {**facts, **worst}
+            why["discontinuous"] += 1
+            cont.rejected.append({"frame_a": a, "frame_b": b, "break_frame": broken, **worst})
+            if broken <= a:
+                break  # A itself does not continue from the frame before it
+            bs = [x for x in bs if x < broken]  # nothing at or past the break can pair with `a`
+            continue
         why[verdict] += 1
         if verdict == "static" or verdict == "near_duplicate":
             gap = min(cfg.max_gap_s, 2 * (times_s[b] - times_s[a]))

@@ -1,4 +1,4 @@
-"""Synthetic videos with known ground truth (cuts, static shot, pan, moving object, flash, fade).
+"""Synthetic videos with known ground truth (cuts, static shot, pan, zoom, shake, moving object, flash, fade).
 
 Used by the tests and by bench/pairs.py. Every clip is made of `Segment`s; each segment
 starts a new shot (a hard cut) unless it is a `flash` (one white frame inside a shot).
@@ -7,6 +7,7 @@ flow is well defined and a still image is really still after encoding.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -18,12 +19,14 @@ import numpy as np
 
 @dataclass
 class Segment:
-    kind: str  # static | pan | object | black
+    kind: str  # static | pan | object | zoom | shake | black
     frames: int
-    speed_px: float = 4.0  # pan / object speed per frame, in output pixels
+    speed_px: float = 4.0  # pan / object speed per frame, in output pixels; shake: amplitude; zoom: per mille a frame
+    object_frac: float = 1 / 3  # object: its side as a share of the frame height
     seed: int = 0
     fade_in: int = 0  # the first `fade_in` frames ramp up from black
     flash_at: int | None = None  # offset of one all-white frame inside the segment
+    shake: np.ndarray | None = None  # shake: per-frame (dx, dy) offsets, drawn from `seed`
 
 
 @dataclass
@@ -59,10 +62,18 @@ def _segment_frames(seg: Segment, w: int, h: int):
         for _ in range(seg.frames):
             yield np.zeros((h, w, 3), np.uint8)
         return
-    margin = int(abs(seg.speed_px) * seg.frames) + 8
+    margin = int(abs(seg.speed_px) * seg.frames) + 8 if seg.kind == "pan" else 16
     big = texture(h + 16, w + margin + 16, seg.seed)
     bg = np.ascontiguousarray(big[8:8 + h, 8:8 + w])
-    obj = texture(h // 3, h // 3, seg.seed + 1000)
+    side = int(h * seg.object_frac)
+    obj = texture(side, side, seg.seed + 1000)
+    if seg.kind == "shake":  # a handheld camera: a sway of ~1 s and ~1.7 s periods (+-speed_px), 1 px of jitter
+        rng = np.random.default_rng(seg.seed)
+        t = np.arange(seg.frames) / 24.0
+        phase = rng.uniform(0, 2 * np.pi, 2)
+        sway = np.stack([np.sin(2 * np.pi * t / 1.1 + phase[0]), 0.6 * np.sin(2 * np.pi * t / 1.7 + phase[1])], 1)
+        offsets = sway * seg.speed_px + rng.normal(0, 0.5, (seg.frames, 2))
+        seg = dataclasses.replace(seg, shake=np.clip(offsets, -7, 7).round().astype(int))
     for i in range(seg.frames):
         if i == seg.flash_at:
             yield np.full((h, w, 3), 255, np.uint8)
@@ -74,6 +85,15 @@ def _segment_frames(seg: Segment, w: int, h: int):
 
 
 def _content(seg: Segment, i: int, big: np.ndarray, bg: np.ndarray, obj: np.ndarray, w: int, h: int) -> np.ndarray:
+    if seg.kind == "zoom":  # a window shrinking (speed > 0: zoom in) or growing about the centre, scaled to the frame
+        s = 1.0 + abs(seg.speed_px) / 1000 * (i if seg.speed_px > 0 else seg.frames - 1 - i)
+        cw, ch = w / s, h / s
+        x0, y0 = 8 + (w - cw) / 2, 8 + (h - ch) / 2
+        m = np.array([[cw / w, 0, x0], [0, ch / h, y0]], np.float32)
+        return cv2.warpAffine(big, m, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+    if seg.kind == "shake":
+        dx, dy = seg.shake[i]
+        return np.ascontiguousarray(big[8 + dy:8 + dy + h, 8 + dx:8 + dx + w])
     if seg.kind == "pan":  # a window sliding over a larger image: speed > 0 pans right (content slides left)
         x0 = 8 + int(round(i * seg.speed_px)) if seg.speed_px >= 0 else big.shape[1] - w - 8 + int(round(i * seg.speed_px))
         return np.ascontiguousarray(big[8:8 + h, x0:x0 + w])
@@ -81,7 +101,8 @@ def _content(seg: Segment, i: int, big: np.ndarray, bg: np.ndarray, obj: np.ndar
         frame = bg.copy()
         oh, ow = obj.shape[:2]
         x = int(round(w // 8 + i * seg.speed_px)) % max(1, w - ow)
-        frame[h // 3:h // 3 + oh, x:x + ow] = obj
+        y = min(h // 3, h - oh)
+        frame[y:y + oh, x:x + ow] = obj
         return frame
     return bg  # static
 
