@@ -73,10 +73,11 @@ def main() -> None:
             w.add(make_sample(a.task, f"v{i % 97}", shot=i // 97, pair=i, width=a.image_px, height=a.image_px))
     cfg = TrainConfig(
         run_dir=str(root / "run"), steps=a.warmup + a.measure, device=a.device, precision=a.dtype,
-        log_every=a.warmup, ckpt_every=10 ** 9, model=ModelSection(a.preset, text_encoder, vae,
-                                                                    a.grad_checkpointing, a.compile),
+        log_every=a.warmup, ckpt_every=10 ** 9, model=ModelSection(preset=a.preset, text_encoder=text_encoder, vae=vae,
+                                                                    grad_checkpointing=a.grad_checkpointing,
+                                                                    compile=a.compile),
         data=DataConfig(datasets=[str(root / "ds")], buckets_px=[[a.image_px, a.image_px]], batch_size=a.batch_size,
-                        num_workers=a.workers, shuffle_buffer=64, epoch_batches=10 ** 6),
+                        num_workers=a.workers, shuffle_buffer_mb=16, epoch_batches=10 ** 6),
         flow=FlowConfig(), optim=OptimConfig(warmup_steps=10), sample=SampleConfig(every_steps=0),
     )
     if a.device == "cuda":

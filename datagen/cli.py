@@ -168,7 +168,7 @@ def preview(
 @app.command()
 @user_errors
 def train(
-    config: Path = typer.Option(..., help="trainer YAML config"),
+    config: Path = typer.Option(..., help="trainer YAML config, or a profile name (train_cpu, train_gpu)"),
     resume: bool = typer.Option(False, help="resume from the latest checkpoint of the run"),
     set_: List[str] = typer.Option([], "--set", help="override a config key"),
 ):
@@ -176,7 +176,9 @@ def train(
     from datagen.config import apply_overrides, from_dict, load_yaml
     from datagen.train.train import TrainConfig, run as run_training
 
-    cfg = from_dict(TrainConfig, apply_overrides(load_yaml(config), set_))
+    profile = Path(__file__).resolve().parent / "profiles" / f"{config}.yaml"  # `--config train_cpu`
+    cfg = from_dict(TrainConfig, apply_overrides(load_yaml(profile if not config.exists() and profile.is_file()
+                                                           else config), set_))
     run_training(cfg, resume=resume)
 
 

@@ -10,17 +10,16 @@ from PIL import Image
 
 from datagen import UserError
 from datagen.train import flow
+from datagen.train.conditioning import model_kwargs
 from datagen.train.data import frames_batch, image_to_tensor, nearest_bucket, tensor_to_image, tokenize
 from datagen.train.model import ROLE_INDEX
 
 
-def _variant(inputs: dict, drop_text: bool, drop_images: bool) -> dict:
-    v = dict(inputs)
-    if drop_text:
-        v["text_mask"] = torch.zeros_like(inputs["text_mask"])
-    if drop_images:
-        v["frame_valid"] = inputs["frame_valid"] & ~inputs["frame_cond"]
-    return v
+def _variant(inputs: dict, x: torch.Tensor, drop_text: bool, drop_images: bool) -> tuple[dict, torch.Tensor]:
+    """The model inputs of one guidance branch: the same dropout training applied."""
+    b = x.shape[0]
+    full = lambda on: torch.full((b,), on, dtype=torch.bool)  # noqa: E731
+    return model_kwargs(inputs, x, full(drop_text), full(drop_text), full(drop_images))
 
 
 @torch.no_grad()
@@ -35,16 +34,16 @@ def generate(model, inputs: dict, steps: int, text_guidance: float, image_guidan
     is_target = (inputs["frame_valid"] & ~inputs["frame_cond"])[:, :, None, None, None]
     x = torch.where(is_target, torch.randn(x0.shape, generator=generator, device=x0.device), x0)
     has_images = bool(inputs["frame_cond"].any())
-    variants = [_variant(inputs, False, False), _variant(inputs, True, False)]
-    if has_images:
-        variants.append(_variant(inputs, True, True))
-    stacked = {k: torch.cat([v[k] for v in variants]) for k in variants[0] if k != "latents"}
+    branches = [(False, False), (True, False)] + ([(True, True)] if has_images else [])
     ts = flow.timesteps(steps, shift).tolist()
     amp = torch.autocast(x0.device.type, autocast_dtype) if autocast_dtype else contextlib.nullcontext()
     for t, t_next in zip(ts[:-1], ts[1:]):
+        variants = [_variant(inputs, x, *branch) for branch in branches]
+        stacked = {k: torch.cat([kw[k] for kw, _ in variants]) for k in variants[0][0] if k != "has_padding"}
+        stacked["has_padding"] = any(kw["has_padding"] for kw, _ in variants)
         t_batch = torch.full((x.shape[0] * len(variants),), t, device=x.device)
         with amp:
-            out = model(torch.cat([x] * len(variants)), t_batch, **stacked)
+            out = model(torch.cat([lat for _, lat in variants]), t_batch, **stacked)
         v = out.float().chunk(len(variants))
         v_none = v[2] if has_images else v[1]
         v_img = v[1]
@@ -95,7 +94,7 @@ def sample_cli(checkpoint: str | Path, task: str, prompt: str, images: list[str]
     """`datagen sample`: one target for one prompt (+ input images) from a checkpoint's EMA weights."""
     from datagen.config import from_dict
     from datagen.media import decode_image, encode_image
-    from datagen.train.checkpoint import load
+    from datagen.train.checkpoint import load_weights, read_meta
     from datagen.train.encoders import FrozenEncoders, encode_batch, load_tokenizer
     from datagen.train.model import FrameDiT
     from datagen.train.presets import ModelConfig
@@ -103,18 +102,15 @@ def sample_cli(checkpoint: str | Path, task: str, prompt: str, images: list[str]
     from schemas.members import target_member
     from schemas.tasks import Role, task as task_spec
 
-    if not Path(checkpoint).is_file():
-        raise UserError(f"checkpoint {str(checkpoint)!r} not found; pass a file from RUN_DIR/checkpoints/")
     try:
         spec = task_spec(task)
     except KeyError as e:
         raise UserError(str(e.args[0])) from None
     inputs = parse_images(spec, images)
-    ckpt = load(checkpoint)
-    cfg = from_dict(TrainConfig, ckpt["config"])
+    meta = read_meta(checkpoint)
+    cfg = from_dict(TrainConfig, meta["config"])
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = FrameDiT(ModelConfig(**ckpt["model_config"]))
-    model.load_state_dict(ckpt["ema"])
+    model = load_weights(checkpoint, "ema", FrameDiT(ModelConfig(**meta["model_config"])))
     model.to(device).eval()
     enc = FrozenEncoders(cfg.model.text_encoder, cfg.model.vae, device, torch.float32)
     decoded = [(slot, decode_image(path.read_bytes(), slot.kind)) for slot, path in inputs]
@@ -127,8 +123,10 @@ def sample_cli(checkpoint: str | Path, task: str, prompt: str, images: list[str]
     frames.append((torch.zeros(3, *size), ROLE_INDEX[Role.target]))
     batch = frames_batch([frames], [spec.id])
     tok = load_tokenizer(cfg.model.text_encoder)
-    batch["base_ids"], batch["base_mask"] = tokenize(tok, [prompt], cfg.data.max_base_tokens)
-    batch["context_ids"], batch["context_mask"] = tokenize(tok, [context], cfg.data.max_context_tokens)
+    fixed = cfg.data.text_padding == "attend"
+    batch["base_ids"], batch["base_mask"] = tokenize(tok, [prompt], cfg.data.max_base_tokens, fixed)
+    batch["context_ids"], batch["context_mask"] = tokenize(tok, [context], cfg.data.max_context_tokens, fixed)
+    batch["text_attend"] = fixed
     model_inputs = encode_batch(enc, batch)
     s = cfg.sample
     gen = torch.Generator(device).manual_seed(cfg.seed)

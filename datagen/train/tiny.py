@@ -61,3 +61,17 @@ def build_tiny_vae(out_dir: str | Path, **vae_shape) -> str:
     vae.register_to_config(scaling_factor=1.0 / std)
     vae.save_pretrained(out_dir)
     return str(out_dir)
+
+
+def ensure_tiny_encoders(text_encoder: str, vae: str) -> list[str]:
+    """Build the tiny encoders at the paths a smoke config names, where nothing is there yet.
+
+    Returns the paths built (empty when both existed). Only for configs that set `model.tiny_encoders`:
+    a mistyped path to real weights must stay an error, not become random weights.
+    """
+    built = []
+    if not Path(text_encoder).exists():
+        built.append(build_tiny_text_encoder(text_encoder))
+    if not Path(vae).exists():
+        built.append(build_tiny_vae(vae))
+    return built

@@ -1,5 +1,6 @@
 """The loader: disjoint shard splits, one pass = every sample once, reproducible epochs, buckets, weights."""
 from collections import Counter
+from itertools import islice
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ def many_shards(tmp_path_factory):
 
 def _cfg(ds, **kw):
     base = dict(datasets=[ds] if isinstance(ds, str) else ds, buckets_px=[[32, 32]], batch_size=3, num_workers=0,
-                shuffle_buffer=4, epoch_batches=4, max_base_tokens=8, max_context_tokens=8)
+                shuffle_buffer_mb=0.02, epoch_batches=4, max_base_tokens=8, max_context_tokens=8)
     return DataConfig(**{**base, **kw})
 
 
@@ -38,7 +39,7 @@ def test_one_pass_reads_every_sample_once_across_ranks_and_workers(many_shards, 
         monkeypatch.setenv("RANK", str(rank))
         monkeypatch.setenv("WORLD_SIZE", "2")
         cfg = _cfg(many_shards, resampled=False, num_workers=2)
-        for batch in make_loader(ShardStream(cfg, tiny_models[0]), cfg, False, None):
+        for batch in make_loader(ShardStream(cfg, tiny_models[0]), cfg, False):
             seen.update(batch["keys"])
     assert len(seen) == 21 and set(seen.values()) == {1}
 
@@ -49,7 +50,7 @@ def test_epochs_are_reproducible_and_resume_skips_exactly(many_shards, tiny_mode
     def keys(epoch, skip, n):
         stream = ShardStream(cfg, tiny_models[0])
         stream.epoch, stream.skip_batches = epoch, skip
-        return [b["keys"] for b in make_loader(stream, cfg, False, n)]
+        return [b["keys"] for b in islice(make_loader(stream, cfg, False), n)]
 
     full = keys(1, 0, 6)
     assert len(full) == 6
@@ -60,10 +61,10 @@ def test_epochs_are_reproducible_and_resume_skips_exactly(many_shards, tiny_mode
 
 def test_task_weights_mix_the_stream(many_shards, tiny_models):
     cfg = _cfg(many_shards, task_weights={"text_to_image": 3.0, "depth_to_image": 1.0}, batch_size=8,
-               shuffle_buffer=2)
+               shuffle_buffer_mb=0.01)
     stream = ShardStream(cfg, tiny_models[0])
     tasks = Counter()
-    for batch in make_loader(stream, cfg, False, 40):
+    for batch in islice(make_loader(stream, cfg, False), 40):
         tasks.update(batch["task"].tolist())
     assert set(tasks) == {0, 4}
     assert 2.0 < tasks[0] / tasks[4] < 4.5  # 3:1 expected over 320 samples
@@ -80,7 +81,7 @@ def test_aspect_buckets_and_variable_frame_counts(tmp_path, tiny_models):
     square = write_dataset(tmp_path / "sq", {0: 4, 2: 4}, size_px=(32, 32))
     wide = write_dataset(tmp_path / "wide", {3: 4}, size_px=(32, 64))
     cfg = _cfg([square, wide], buckets_px=[[32, 32], [32, 64]], batch_size=4, resampled=False)
-    batches = list(make_loader(ShardStream(cfg, tiny_models[0]), cfg, False, None))
+    batches = list(make_loader(ShardStream(cfg, tiny_models[0]), cfg, False))
     assert sum(len(b["keys"]) for b in batches) == 12
     for b in batches:
         wide_batch = b["pixels"].shape[-1] == 64

@@ -25,7 +25,7 @@ def trained(tmp_path_factory, tiny_models, small_dataset):
     (root / "train.yaml").write_text(yaml.safe_dump(to_dict(cfg)))
     result = CliRunner().invoke(app, ["train", "--config", str(root / "train.yaml"), "--set", "sample.steps=3"])
     assert result.exit_code == 0, result.output
-    return root / "run" / "checkpoints" / "step_00000002.pt"
+    return root / "run" / "checkpoints" / "step_00000002"
 
 
 def _inputs(tmp_path: Path, task_id: int, width: int) -> list[str]:

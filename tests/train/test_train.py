@@ -6,7 +6,7 @@ import torch
 
 from datagen.train import checkpoint
 from datagen.train.train import lr_factor, OptimConfig, run
-from tests.train.conftest import tiny_config, write_dataset
+from tests.train.conftest import saved_weights, tiny_config, write_dataset
 
 
 def _losses(run_dir):
@@ -37,25 +37,27 @@ def test_resume_continues_exactly(tmp_path, tiny_models, small_dataset):
 
     run(cfg("straight"))
     run(cfg("broken"), stop_at=3)
-    paused = checkpoint.load(checkpoint.latest(tmp_path / "broken"))
+    paused = checkpoint.read_meta(checkpoint.latest(tmp_path / "broken"))
     assert paused["step"] == 3 and paused["data"] == {"epoch": 1, "batches_into_epoch": 0}
     run(cfg("broken"), resume=True, stop_at=5)
-    assert checkpoint.load(checkpoint.latest(tmp_path / "broken"))["data"] == {"epoch": 1, "batches_into_epoch": 2}
+    assert checkpoint.read_meta(checkpoint.latest(tmp_path / "broken"))["data"] == {"epoch": 1,
+                                                                                    "batches_into_epoch": 2}
     run(cfg("broken"), resume=True)
-    a = checkpoint.load(checkpoint.latest(tmp_path / "straight"))
-    b = checkpoint.load(checkpoint.latest(tmp_path / "broken"))
-    assert a["step"] == b["step"] == 8 and b["data"] == {"epoch": 2, "batches_into_epoch": 2}
+    a, b = (checkpoint.latest(tmp_path / name) for name in ("straight", "broken"))
+    a_meta, b_meta = checkpoint.read_meta(a), checkpoint.read_meta(b)
+    assert a_meta["step"] == b_meta["step"] == 8 and b_meta["data"] == {"epoch": 2, "batches_into_epoch": 2}
     for part in ("model", "ema"):
-        for k in a[part]:
-            assert torch.allclose(a[part][k], b[part][k], atol=1e-6), (part, k)
-    assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"] == 8
+        wa, wb = saved_weights(a, part), saved_weights(b, part)
+        for k in wa:
+            assert torch.allclose(wa[k], wb[k], atol=1e-6), (part, k)
+    assert a_meta["scheduler"]["last_epoch"] == b_meta["scheduler"]["last_epoch"] == 8
     straight, broken = _losses(tmp_path / "straight"), _losses(tmp_path / "broken")
     assert sorted(broken) == list(range(1, 9))  # the curve continues after each pause, no gap, no repeat
     for s in range(1, 9):
         assert broken[s] == pytest.approx(straight[s], rel=1e-5)
     # the parameters moved between the two checkpoints: equality is not two frozen models
-    mid = checkpoint.load(tmp_path / "broken" / "checkpoints" / "step_00000004.pt")
-    assert any(not torch.allclose(mid["model"][k], b["model"][k]) for k in b["model"])
+    mid, end = saved_weights(tmp_path / "broken" / "checkpoints" / "step_00000004"), saved_weights(b)
+    assert any(not torch.allclose(mid[k], end[k]) for k in end)
 
 
 def test_checkpoints_are_atomic_and_pruned(tmp_path, tiny_models, small_dataset):
@@ -64,7 +66,7 @@ def test_checkpoints_are_atomic_and_pruned(tmp_path, tiny_models, small_dataset)
     cfg.sample.every_steps = 3
     run(cfg)
     names = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
-    assert names == ["step_00000004.pt", "step_00000006.pt"]  # no temporary files left, oldest pruned
+    assert names == ["step_00000004", "step_00000006"]  # no temporary directories left, oldest pruned
     assert sorted(p.name for p in (tmp_path / "run" / "samples").iterdir()) == ["step_00000003.png",
                                                                                   "step_00000006.png"]
     assert any((tmp_path / "run" / "tb").iterdir())
