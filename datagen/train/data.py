@@ -179,7 +179,10 @@ class ShardStream(IterableDataset):
         # length (None: a single pass, or an endless single epoch when resampled)
         self.epoch, self.skip_batches, self.epoch_batches = 0, 0, None
         self.position = {"epoch": 0, "batches_into_epoch": 0}  # batches handed to training so far
-        self._tokenizer = None
+        from datagen.train.encoders import load_tokenizer
+
+        # loaded here, before the workers fork: they share its pages and skip importing transformers each
+        self._tokenizer = load_tokenizer(text_encoder)
 
     def _find_shards(self) -> tuple[dict[int, list[str]], dict[int, float]]:
         if not self.cfg.datasets:
@@ -269,10 +272,6 @@ class ShardStream(IterableDataset):
             keys.append(rec.key)
         if not frames:
             return None
-        if self._tokenizer is None:
-            from datagen.train.encoders import load_tokenizer
-
-            self._tokenizer = load_tokenizer(self.text_encoder)
         fixed = self.cfg.text_padding == "attend"
         batch = frames_batch(frames, tasks)
         batch["base_ids"], batch["base_mask"] = tokenize(self._tokenizer, base, self.cfg.max_base_tokens, fixed)

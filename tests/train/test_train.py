@@ -9,8 +9,12 @@ from datagen.train.train import lr_factor, OptimConfig, run
 from tests.train.conftest import saved_weights, tiny_config, write_dataset
 
 
+def _metric(run_dir, name):
+    return {r["step"]: r[name] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())}
+
+
 def _losses(run_dir):
-    return {r["step"]: r["loss"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())}
+    return _metric(run_dir, "loss")
 
 
 @pytest.mark.slow
@@ -58,6 +62,29 @@ def test_resume_continues_exactly(tmp_path, tiny_models, small_dataset):
     # the parameters moved between the two checkpoints: equality is not two frozen models
     mid, end = saved_weights(tmp_path / "broken" / "checkpoints" / "step_00000004"), saved_weights(b)
     assert any(not torch.allclose(mid[k], end[k]) for k in end)
+
+
+def test_gradient_accumulation_equals_the_large_batch(tmp_path, tiny_models):
+    """4 x 2 accumulated micro-batches and one batch of 8 train to the same weights (to 1e-5).
+
+    Three tasks of two frames each (one frame count: the two runs read the samples in the same order) and
+    guidance dropout on: every sample keeps its noise, timestep and dropout whatever batch it lands in."""
+    ds = write_dataset(tmp_path / "ds", {1: 8, 4: 8, 6: 8})
+    runs = {}
+    for name, batch_size, accum in (("big", 8, 1), ("accum", 4, 2)):
+        cfg = tiny_config(tmp_path / name, tiny_models, ds, steps=3, batch_size=batch_size, grad_accum_steps=accum)
+        cfg.data.epoch_batches = 40 // batch_size  # the same samples per epoch
+        run(cfg)
+        runs[name] = cfg
+    big, acc = (checkpoint.latest(tmp_path / name) for name in ("big", "accum"))
+    for part in ("model", "ema"):
+        a, b = saved_weights(big, part), saved_weights(acc, part)
+        assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5, part
+    assert saved_weights(big)["out.weight"].abs().sum() > 0  # trained: equality is not two untouched models
+    assert _losses(tmp_path / "big") == pytest.approx(_losses(tmp_path / "accum"), rel=1e-5)
+    # Adam hides a gradient's scale from the weights: the norms pin that the accumulated gradient is the mean
+    assert _metric(tmp_path / "big", "grad_norm") == pytest.approx(_metric(tmp_path / "accum", "grad_norm"), rel=1e-5)
+    assert checkpoint.read_meta(acc)["data"]["batches_into_epoch"] == 6  # the loader moved 2 batches a step
 
 
 def test_checkpoints_are_atomic_and_pruned(tmp_path, tiny_models, small_dataset):
