@@ -186,14 +186,20 @@ def train(
 @user_errors
 def sample(
     checkpoint: Path = typer.Option(...),
-    task: str = typer.Option(..., help="task id or name"),
+    task: str = typer.Option("text_to_image", help="task id or name (with --chain: the first link)"),
     prompt: str = typer.Option(...),
     image: List[str] = typer.Option([], help="ROLE=PATH, in order"),
     out: Path = typer.Option(..., help="output directory"),
+    chain: List[str] = typer.Option([], help="TASK=PROMPT: sample again with the previous image as the canvas "
+                                             "(e.g. instruction_edit='make it night'); repeatable"),
 ):
-    """Sample images from a trained checkpoint with the Euler ODE sampler."""
-    from datagen.train.sample import sample_cli
+    """Sample images from a trained checkpoint with the Euler ODE sampler; --chain factorizes (Emu Video)."""
+    from datagen.train.sample import chain_cli, sample_cli
 
+    if chain:
+        paths = chain_cli(checkpoint, prompt, chain, out, images=image, task=task)
+        console.print(f"wrote {', '.join(str(p) for p in paths)}", highlight=False)
+        return
     path = sample_cli(checkpoint, task, prompt, image, out)
     console.print(f"wrote {path}", highlight=False)
 

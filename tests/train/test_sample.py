@@ -84,3 +84,28 @@ def test_profiles_validate_and_bad_configs_are_one_line_errors(tmp_path, tiny_mo
     assert bad_bucket.exit_code == 2 and "not a multiple of 8" in bad_bucket.output
     no_data = runner.invoke(app, ["train", "--config", str(tmp_path / "c.yaml"), "--set", f"data.datasets=[{tmp_path}/x]"])
     assert no_data.exit_code == 2 and "no shards found" in no_data.output
+
+
+def test_chain_feeds_each_image_to_the_next_link(tmp_path, trained):
+    """Emu Video's factorization with one model: text -> image, that image -> an edit, the edit -> its depth."""
+    from datagen.media import encode_image
+    from datagen.train.sample import Sampler
+    from schemas.tasks import task
+
+    out = tmp_path / "chain"
+    result = CliRunner().invoke(app, ["sample", "--checkpoint", str(trained), "--prompt", "a red ball", "--out", str(out),
+                                      "--chain", "instruction_edit=make it dusk", "--chain", "depth_estimation="])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["0_text_to_image.jpg", "1_instruction_edit.jpg",
+                                                     "2_depth_estimation.png"]
+    sampler = Sampler(trained)
+    edit = task("instruction_edit")
+    first = sampler.sample(task("text_to_image"), "a red ball", [])
+    again = sampler.sample(edit, "make it dusk", [(edit.inputs[0], first)])
+    assert (out / "1_instruction_edit.jpg").read_bytes() == encode_image(again, ImageKind.rgb)  # the link's canvas
+    other = sampler.sample(edit, "make it dusk", [(edit.inputs[0], np.zeros_like(first))])
+    assert not np.array_equal(other, again)  # ... and the canvas conditions the edit
+    assert decode_image((out / "2_depth_estimation.png").read_bytes(), ImageKind.depth16).dtype == np.uint16
+    bad = CliRunner().invoke(app, ["sample", "--checkpoint", str(trained), "--prompt", "x", "--out", str(out),
+                                   "--chain", "multi_object_customization=two cats"])
+    assert bad.exit_code == 2 and "takes one canvas" in bad.output
