@@ -69,9 +69,17 @@ def ensure_tiny_encoders(text_encoder: str, vae: str) -> list[str]:
     Returns the paths built (empty when both existed). Only for configs that set `model.tiny_encoders`:
     a mistyped path to real weights must stay an error, not become random weights.
     """
+    from transformers.utils import logging as hf_logging
+
     built = []
-    if not Path(text_encoder).exists():
-        built.append(build_tiny_text_encoder(text_encoder))
-    if not Path(vae).exists():
-        built.append(build_tiny_vae(vae))
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # the caller's one line says what was built; no save_pretrained bars
+    try:
+        if not Path(text_encoder).exists():
+            built.append(build_tiny_text_encoder(text_encoder))
+        if not Path(vae).exists():
+            built.append(build_tiny_vae(vae))
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     return built

@@ -109,3 +109,24 @@ def test_chain_feeds_each_image_to_the_next_link(tmp_path, trained):
     bad = CliRunner().invoke(app, ["sample", "--checkpoint", str(trained), "--prompt", "x", "--out", str(out),
                                    "--chain", "multi_object_customization=two cats"])
     assert bad.exit_code == 2 and "takes one canvas" in bad.output
+
+
+def test_train_cpu_profile_builds_its_tiny_encoders_once(tmp_path, monkeypatch):
+    """`datagen train --config train_cpu` after `make demo`: no hand step, one line saying what it built."""
+    from tests.train.conftest import write_dataset
+
+    monkeypatch.chdir(tmp_path)
+    write_dataset(tmp_path / "demo_out", {1: 2, 4: 2})  # where the profile looks: the demo's output
+    args = ["train", "--config", "train_cpu", "--set", "steps=1", "--set", "data.num_workers=0",
+            "--set", "sample.every_steps=0", "--set", "data.buckets_px=[[32,32]]"]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    built = [line for line in first.output.splitlines() if line.startswith("built tiny random encoders")]
+    assert built == ["built tiny random encoders at runs/tiny/t5 and runs/tiny/vae (model.tiny_encoders: a smoke "
+                     "run, not real weights)"]
+    assert (tmp_path / "runs" / "tiny-cpu" / "checkpoints" / "step_00000001").is_dir()
+    again = CliRunner().invoke(app, args + ["--set", "run_dir=runs/again"])
+    assert again.exit_code == 0, again.output
+    assert "built tiny" not in again.output  # they exist now: loaded, not rebuilt
+    typo = CliRunner().invoke(app, args + ["--set", "model.tiny_encoders=false", "--set", "model.vae=runs/tiny/vea"])
+    assert typo.exit_code == 2 and "cannot load VAE 'runs/tiny/vea'" in typo.output
