@@ -1,4 +1,4 @@
-"""Trainer throughput: tokens/s, steps/s, data-wait share and MFU of one preset on synthetic shards.
+"""Trainer throughput (steps/s, tokens/s, data-wait share, MFU) and sharded-checkpoint save/load per rank.
 
 Runs the real trainer (`datagen.train.train.run`) on shards written by the foundation's writer.
     python bench/train.py                      # CPU: tiny preset, tiny encoders (what `make bench` runs)
@@ -6,6 +6,8 @@ Runs the real trainer (`datagen.train.train.run`) on shards written by the found
 GPU runs build random-weight encoders of real shapes (SD VAE, T5 v1.1 XL encoder) offline and load them
 through the same `from_pretrained` path as hub weights. MFU counts model FLOPs only (see
 datagen/train/throughput.py); VAE/T5 time is in the elapsed time, not in the FLOPs.
+The checkpoint part saves and restores model + EMA + AdamW state of `--ckpt-preset` with 1 process and with 2
+(FSDP, gloo, on the CPU): per-rank time should stay flat as ranks grow, since each rank writes only its shards.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from datagen.io.shards import DatasetWriter, ShardLimits  # noqa: E402
 from datagen.io.synthetic import make_sample  # noqa: E402
 from datagen.train.data import DataConfig  # noqa: E402
 from datagen.train.flow import FlowConfig  # noqa: E402
+from datagen.train.throughput import device_peak_flops  # noqa: E402
 from datagen.train.tiny import build_tiny_text_encoder, build_tiny_vae  # noqa: E402
 from datagen.train.train import ModelSection, OptimConfig, SampleConfig, TrainConfig, run  # noqa: E402
 
@@ -50,6 +53,8 @@ def parse() -> argparse.Namespace:
     p.add_argument("--grad-checkpointing", action="store_true")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, help="torch.compile each block (default: on GPU)")
     p.add_argument("--json", type=Path, help="also write the figures here")
+    p.add_argument("--ckpt-preset", default="small", help="model preset of the checkpoint benchmark")
+    p.add_argument("--ckpt", action=argparse.BooleanOptionalAction, default=True, help="run the checkpoint benchmark")
     a = p.parse_args()
     gpu = a.device == "cuda"
     for name, cpu, cuda in [("preset", "tiny", "xl"), ("dtype", "fp32", "bf16"), ("image_px", 32, 256),
@@ -73,10 +78,11 @@ def main() -> None:
             w.add(make_sample(a.task, f"v{i % 97}", shot=i // 97, pair=i, width=a.image_px, height=a.image_px))
     cfg = TrainConfig(
         run_dir=str(root / "run"), steps=a.warmup + a.measure, device=a.device, precision=a.dtype,
-        log_every=a.warmup, ckpt_every=10 ** 9, model=ModelSection(a.preset, text_encoder, vae,
-                                                                    a.grad_checkpointing, a.compile),
+        log_every=a.warmup, ckpt_every=10 ** 9, model=ModelSection(preset=a.preset, text_encoder=text_encoder, vae=vae,
+                                                                    grad_checkpointing=a.grad_checkpointing,
+                                                                    compile=a.compile),
         data=DataConfig(datasets=[str(root / "ds")], buckets_px=[[a.image_px, a.image_px]], batch_size=a.batch_size,
-                        num_workers=a.workers, shuffle_buffer=64, epoch_batches=10 ** 6),
+                        num_workers=a.workers, shuffle_buffer_mb=16, epoch_batches=10 ** 6),
         flow=FlowConfig(), optim=OptimConfig(warmup_steps=10), sample=SampleConfig(every_steps=0),
     )
     if a.device == "cuda":
@@ -101,13 +107,93 @@ def main() -> None:
     }
     if a.device == "cuda":
         out["peak_mem_GiB"] = round(torch.cuda.max_memory_allocated() / 2 ** 30, 1)
-    line = " ".join(f"{k}={v}" for k, v in out.items())
-    print(f"bench/train.py: {line}")
+    setup = f"{a.preset} {out['params_M']}M, {a.dtype}, {a.image_px}px, batch {a.batch_size}, {a.workers} workers"
+    print(f"# {' '.join(f'{k}={v}' for k, v in out.items())}")
+    print(f"train_steps: {out['steps_per_s']:.2f} steps/s ({setup})")
+    print(f"train_tokens: {out['tokens_per_s']:.0f} tokens/s")
+    print(f"train_data_wait: {100 * out['data_wait_share']:.2f} % of step time")
+    peak = device_peak_flops(torch.device(a.device))
     if out["mfu"] is None:
-        print("bench/train.py: mfu=n/a (no bf16 peak for this device in datagen/train/throughput.py)")
+        print(f"train_mfu: n/a ({out['device']}: no bf16 peak in datagen/train/throughput.py)")
+    else:
+        print(f"train_mfu: {100 * out['mfu']:.1f} % ratio={out['mfu']:.3f} vs {out['device']} dense bf16 peak "
+              f"({peak / 1e12:.0f} TFLOP/s)")
+    if a.ckpt:
+        out["checkpoint"] = checkpoint_bench(root / "ckpt", a.ckpt_preset)
     if a.json:
         a.json.write_text(json.dumps(out, indent=2))
     shutil.rmtree(root, ignore_errors=True)
+
+
+def _ckpt_worker(rank: int, world: int, port: int, preset: str, root: str, out: str) -> None:
+    import os
+    import time
+
+    import torch.distributed as dist
+
+    from datagen.train import checkpoint, parallel
+    from datagen.train.ema import make_ema
+    from datagen.train.model import FrameDiT
+    from datagen.train.presets import model_config
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    d = parallel.init_distributed("cpu")
+    torch.manual_seed(0)
+    raw = FrameDiT(model_config(preset))
+    model, ema = parallel.wrap(raw, make_ema(raw), "fsdp", d)
+    optimizer = torch.optim.AdamW(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    optimizer.step()  # AdamW state exists: the checkpoint holds 4 copies of the weights (model, EMA, 2 moments)
+
+    def timed(fn) -> float:
+        if dist.is_initialized():
+            dist.barrier()
+        t0 = time.perf_counter()
+        fn()
+        seconds = torch.tensor(time.perf_counter() - t0)
+        if dist.is_initialized():
+            dist.all_reduce(seconds, op=dist.ReduceOp.MAX)  # the slowest rank is what the job waits for
+        return float(seconds)
+
+    save_s = timed(lambda: checkpoint.save(root, 1, model, ema, optimizer, scheduler, {}, 1, d.is_main))
+    load_s = timed(lambda: checkpoint.restore(checkpoint.latest(root), model, ema, optimizer, scheduler))
+    if d.is_main:
+        written = sum(f.stat().st_size for f in checkpoint.latest(root).iterdir())
+        Path(out).write_text(json.dumps({"save_s": save_s, "load_s": load_s, "mb_per_rank": written / world / 1e6}))
+    parallel.close()
+
+
+def checkpoint_bench(root: Path, preset: str) -> dict:
+    """Save and restore seconds of the slowest rank, with 1 and with 2 processes (best of 2 runs each)."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    def free_port() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    figures = {}
+    for world in (1, 2):
+        runs = []
+        for attempt in range(2):
+            out = root / f"w{world}_{attempt}.json"
+            mp.spawn(_ckpt_worker, args=(world, free_port(), preset, str(root / f"w{world}_{attempt}"), str(out)),
+                     nprocs=world, join=True)
+            runs.append(json.loads(out.read_text()))
+        figures[world] = {k: min(r[k] for r in runs) for k in runs[0]}
+    one, two = figures[1], figures[2]
+    print(f"# checkpoint: {preset} preset, model + EMA + AdamW state, {one['mb_per_rank']:.0f} MB on 1 process")
+    for key, what in (("save_s", "save"), ("load_s", "load")):
+        print(f"checkpoint_{what}_per_rank/1proc: {one[key]:.2f} s ({one['mb_per_rank']:.0f} MB per rank)")
+        print(f"checkpoint_{what}_per_rank/2proc: {two[key]:.2f} s ratio={two[key] / one[key]:.2f} vs 1 process "
+              f"({two['mb_per_rank']:.0f} MB per rank)")
+    return figures
 
 
 if __name__ == "__main__":

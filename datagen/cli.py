@@ -190,7 +190,7 @@ def preview(
 @app.command()
 @user_errors
 def train(
-    config: Path = typer.Option(..., help="trainer YAML config"),
+    config: Path = typer.Option(..., help="trainer YAML config, or a profile name (train_cpu, train_gpu)"),
     resume: bool = typer.Option(False, help="resume from the latest checkpoint of the run"),
     set_: List[str] = typer.Option([], "--set", help="override a config key"),
 ):
@@ -198,7 +198,9 @@ def train(
     from datagen.config import apply_overrides, from_dict, load_yaml
     from datagen.train.train import TrainConfig, run as run_training
 
-    cfg = from_dict(TrainConfig, apply_overrides(load_yaml(config), set_))
+    profile = Path(__file__).resolve().parent / "profiles" / f"{config}.yaml"  # `--config train_cpu`
+    cfg = from_dict(TrainConfig, apply_overrides(load_yaml(profile if not config.exists() and profile.is_file()
+                                                           else config), set_))
     run_training(cfg, resume=resume)
 
 
@@ -206,14 +208,20 @@ def train(
 @user_errors
 def sample(
     checkpoint: Path = typer.Option(...),
-    task: str = typer.Option(..., help="task id or name"),
+    task: str = typer.Option("text_to_image", help="task id or name (with --chain: the first link)"),
     prompt: str = typer.Option(...),
     image: List[str] = typer.Option([], help="ROLE=PATH, in order"),
     out: Path = typer.Option(..., help="output directory"),
+    chain: List[str] = typer.Option([], help="TASK=PROMPT: sample again with the previous image as the canvas "
+                                             "(e.g. instruction_edit='make it night'); repeatable"),
 ):
-    """Sample images from a trained checkpoint with the Euler ODE sampler."""
-    from datagen.train.sample import sample_cli
+    """Sample images from a trained checkpoint with the Euler ODE sampler; --chain factorizes (Emu Video)."""
+    from datagen.train.sample import chain_cli, sample_cli
 
+    if chain:
+        paths = chain_cli(checkpoint, prompt, chain, out, images=image, task=task)
+        console.print(f"wrote {', '.join(str(p) for p in paths)}", highlight=False)
+        return
     path = sample_cli(checkpoint, task, prompt, image, out)
     console.print(f"wrote {path}", highlight=False)
 

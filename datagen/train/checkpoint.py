@@ -1,16 +1,32 @@
-"""Checkpoints: model, EMA, optimizer, schedule, step and data position in one file, written atomically."""
+"""Sharded checkpoints with torch.distributed.checkpoint (DCP): model, EMA, optimizer, schedule, step, data position.
+
+Every rank writes only its own shards (FSDP) or its share of the replicated tensors (DDP: DCP writes each
+tensor once), in parallel, so save and load time per rank do not grow with the number of ranks. A
+checkpoint is a directory `step_XXXXXXXX/`: the shards, DCP's `.metadata`, and `trainer.json` (step,
+schedule, data position, configs). It is written under a temporary name and renamed by rank 0 once every
+rank has finished, so a reader (or a resume after a kill mid-save) never sees a partial one. Loading
+reshards to any world size: a checkpoint of 2 processes resumes on 1, or on 16.
+"""
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_state_dict,
-                                                     set_model_state_dict, set_state_dict)
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import (get_model_state_dict, get_state_dict, set_model_state_dict,
+                                                     set_state_dict)
 
-_NAME = re.compile(r"step_(\d{8})\.pt")
-_FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)  # plain tensors on CPU, gathered under FSDP
+from datagen import UserError
+
+_NAME = re.compile(r"step_(\d{8})")
+META = "trainer.json"
 
 
 def checkpoint_dir(run_dir: str | Path) -> Path:
@@ -18,34 +34,80 @@ def checkpoint_dir(run_dir: str | Path) -> Path:
 
 
 def latest(run_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint (temporary files never match the name pattern)."""
-    found = sorted(p for p in checkpoint_dir(run_dir).glob("step_*.pt") if _NAME.fullmatch(p.name))
+    """The newest complete checkpoint (temporary directories never match the name pattern)."""
+    found = sorted(p for p in checkpoint_dir(run_dir).glob("step_*") if _NAME.fullmatch(p.name) and p.is_dir())
     return found[-1] if found else None
+
+
+def _barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def _no_dist() -> bool:
+    return not dist.is_initialized()
+
+
+@contextmanager
+def _single_process_quiet():
+    """DCP warns on every single-process save/load that it assumes a single process: that is the intent here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled", category=UserWarning)
+        yield
 
 
 def save(run_dir: str | Path, step: int, model, ema, optimizer, scheduler, extra: dict, keep: int,
          is_main: bool) -> Path:
-    """Every rank calls this (FSDP gathers collectively); rank 0 writes a temporary file, then renames it."""
-    model_sd, optim_sd = get_state_dict(model, optimizer, options=_FULL)
-    ema_sd = get_model_state_dict(ema, options=_FULL)
-    final = checkpoint_dir(run_dir) / f"step_{step:08d}.pt"
+    """Every rank calls this; each writes its shards into a temporary directory that rank 0 then renames."""
+    root = checkpoint_dir(run_dir)
+    final, tmp = root / f"step_{step:08d}", root / f".step_{step:08d}.tmp"
     if is_main:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-        torch.save({"step": step, "model": model_sd, "ema": ema_sd, "optimizer": optim_sd,
-                    "scheduler": scheduler.state_dict(), **extra}, tmp)
-        os.replace(tmp, final)
-        for old in sorted(checkpoint_dir(run_dir).glob("step_*.pt"))[:-keep]:
-            old.unlink()
+        for stale in root.glob(".step_*.tmp"):  # left by a run killed mid-save
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    _barrier()
+    model_sd, optim_sd = get_state_dict(model, optimizer)  # DTensor shards under FSDP, plain tensors otherwise
+    state = {"model": model_sd, "ema": get_model_state_dict(ema), "optimizer": optim_sd}
+    with _single_process_quiet():
+        dcp.save(state, checkpoint_id=tmp, no_dist=_no_dist())  # returns on every rank after the metadata is written
+    if is_main:
+        meta = {"step": step, "scheduler": scheduler.state_dict(), **extra}
+        (tmp / META).write_text(json.dumps(meta))
+        os.replace(tmp, final)  # a directory rename: atomic, and it only ever names a complete checkpoint
+        complete = sorted(p for p in root.glob("step_*") if _NAME.fullmatch(p.name))
+        for old in complete[:-keep]:
+            shutil.rmtree(old)
+    _barrier()
     return final
 
 
-def load(path: str | Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
+def read_meta(path: str | Path) -> dict:
+    """Step, schedule, data position and the configs of a checkpoint."""
+    p = Path(path)
+    if not (p / META).is_file():
+        raise UserError(f"checkpoint {str(p)!r} not found or incomplete; pass a directory from RUN_DIR/checkpoints/")
+    return json.loads((p / META).read_text())
 
 
-def restore(ckpt: dict, model, ema, optimizer, scheduler) -> None:
-    opts = StateDictOptions(full_state_dict=True)
-    set_state_dict(model, optimizer, model_state_dict=ckpt["model"], optim_state_dict=ckpt["optimizer"], options=opts)
-    set_model_state_dict(ema, ckpt["ema"], options=opts)
-    scheduler.load_state_dict(ckpt["scheduler"])
+def restore(path: str | Path, model, ema, optimizer, scheduler) -> dict:
+    """Load a checkpoint of any world size into this rank's (possibly sharded) model, EMA, optimizer and
+    schedule; returns its meta (step, data position, configs)."""
+    meta = read_meta(path)
+    model_sd, optim_sd = get_state_dict(model, optimizer)  # this rank's shards: DCP reads only those bytes
+    state = {"model": model_sd, "ema": get_model_state_dict(ema), "optimizer": optim_sd}
+    with _single_process_quiet():
+        dcp.load(state, checkpoint_id=path, no_dist=_no_dist())
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+    set_model_state_dict(ema, state["ema"])
+    scheduler.load_state_dict(meta["scheduler"])
+    return meta
+
+
+def load_weights(path: str | Path, part: str, module: torch.nn.Module) -> torch.nn.Module:
+    """One process reads `part` ("model" or "ema") of a checkpoint into an unwrapped module (sampling, tests)."""
+    read_meta(path)
+    state = {part: module.state_dict()}
+    with _single_process_quiet():
+        dcp.load(state, checkpoint_id=path, no_dist=True)
+    module.load_state_dict(state[part])
+    return module

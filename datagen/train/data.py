@@ -1,11 +1,16 @@
-"""Stream the shards into batches: split by rank and worker, resample, shuffle, mix tasks, bucket, decode.
+"""Stream the shards into batches: split by rank and worker, resample, mix tasks, shuffle, bucket, decode.
 
 Each (rank, data worker) reads its own slice of every task's shards (disjoint when there are at
-least ranks x workers shards), draws shards with replacement (`resampled`, WebDataset's multi-node
-rule) and shuffles samples in a buffer. Tasks are mixed by configured weights. Samples are grouped by
-aspect-ratio bucket from their JSON alone, so skipping batches on resume costs no image decoding.
-The stream is a function of (seed, epoch, rank, worker): resuming at step s replays epoch
-s // epoch_batches and skips its first s % epoch_batches batches.
+least ranks x workers shards) and draws shards with replacement (`resampled`, WebDataset's multi-node
+rule). Tasks are mixed by configured weights into ONE shuffle buffer per worker, bounded in bytes
+(`shuffle_buffer_mb` per rank, split over its workers): host memory is set by the config, not by the
+number of tasks. Samples are grouped by (aspect-ratio bucket, frame count) from their JSON alone, so a
+batch has no padded frames and skipping batches on resume costs no image decoding.
+
+Batch i of an epoch comes from round-robin stream i % workers, a function of (seed, epoch, rank,
+stream). One loader serves the whole run: its workers walk from epoch to epoch themselves (no restart,
+no tokenizer reload), and resuming at step s replays epoch s // epoch_batches from its start, skipping
+s % epoch_batches batches.
 """
 from __future__ import annotations
 
@@ -14,7 +19,8 @@ import os
 import random
 import warnings
 from dataclasses import dataclass, field
-from typing import Iterator
+from itertools import count
+from typing import Iterator, Literal
 
 import numpy as np
 import torch
@@ -38,11 +44,17 @@ class DataConfig:
     buckets_px: list[list[int]] = field(default_factory=lambda: [[256, 256]])  # [height, width]; one = fixed size
     batch_size: int = 8  # per GPU
     num_workers: int = 4  # per GPU; shards >= nodes x GPUs x workers keeps every reader on its own shards
-    shuffle_buffer: int = 1000  # samples; about one shard, so consecutive samples rarely share a video
-    epoch_batches: int = 1000  # the loader's epoch length: batches per rank between re-seeded epochs
+    # raw sample bytes one rank's shuffle buffers hold, all tasks and workers together: the loader's host memory
+    # is set here (per-task buffers of 1000 samples were 100+ GB a node with 9 tasks x 8 workers x 8 GPUs)
+    shuffle_buffer_mb: float = 512.0
+    prefetch_batches: int = 2  # decoded batches queued per worker: enough to hide decode jitter, each one is RAM
+    epoch_batches: int = 1000  # batches per rank between re-seeded epochs (the unit of exact resume); a multiple of num_workers
     resampled: bool = True  # draw shards with replacement: endless, balanced streams on any number of nodes
     max_base_tokens: int = 128
     max_context_tokens: int = 64
+    # attend: prompts padded to the max lengths and attended in full (SD3, Flux), so batches have no padding and
+    # attention runs without a mask (FlashAttention); mask: padded to the batch's longest, padding masked out
+    text_padding: Literal["attend", "mask"] = "attend"
     seed: int = 0
 
 
@@ -102,11 +114,38 @@ def nearest_bucket(buckets: list[tuple[int, int]], width: int, height: int) -> i
     return min(range(len(buckets)), key=lambda i: abs(math.log(buckets[i][1] / buckets[i][0]) - ar))
 
 
-def tokenize(tokenizer, texts: list[str], max_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
-    # lengths rounded up to 16 (when the cap allows): few distinct shapes, so torch.compile settles quickly
-    enc = tokenizer(texts, max_length=max_tokens, truncation=True, padding="longest",
-                    pad_to_multiple_of=16 if max_tokens % 16 == 0 else None, return_tensors="pt")
+def tokenize(tokenizer, texts: list[str], max_tokens: int, fixed: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids and the real-token mask the text encoder takes; `fixed` pads to max_tokens (text_padding: attend)."""
+    # "longest" lengths rounded up to 16 (when the cap allows): few distinct shapes, so torch.compile settles quickly
+    enc = tokenizer(texts, max_length=max_tokens, truncation=True, padding="max_length" if fixed else "longest",
+                    pad_to_multiple_of=16 if max_tokens % 16 == 0 and not fixed else None, return_tensors="pt")
     return enc.input_ids, enc.attention_mask.bool()
+
+
+def sample_bytes(raw: dict) -> int:
+    """Bytes a raw sample holds: its members' payloads (keys and URLs are noise next to images)."""
+    return sum(len(v) for v in raw.values() if isinstance(v, (bytes, bytearray)))
+
+
+def shuffled(samples: Iterator[dict], budget_bytes: float, rng: random.Random) -> Iterator[dict]:
+    """Shuffle through a buffer that holds at most `budget_bytes` of raw samples (plus the one just read).
+
+    Fills to the budget, then hands out a random buffered sample for every one read; the rest, shuffled,
+    when the input ends."""
+    buf: list[tuple[dict, int]] = []
+    held = 0
+    for raw in samples:
+        size = sample_bytes(raw)
+        buf.append((raw, size))
+        held += size
+        while held > budget_bytes and buf:
+            i = rng.randrange(len(buf))
+            buf[i], buf[-1] = buf[-1], buf[i]
+            out, out_size = buf.pop()
+            held -= out_size
+            yield out
+    rng.shuffle(buf)
+    yield from (raw for raw, _ in buf)
 
 
 def frames_batch(frames: list[list[tuple[torch.Tensor, int]]], task_ids: list[int]) -> dict:
@@ -133,10 +172,17 @@ class ShardStream(IterableDataset):
         self.buckets = [tuple(b) for b in cfg.buckets_px]
         if not self.buckets or any(len(b) != 2 for b in self.buckets):
             raise UserError("data.buckets_px: give a list of [height, width] pairs, e.g. [[256, 256]]")
+        if cfg.shuffle_buffer_mb <= 0:
+            raise UserError(f"data.shuffle_buffer_mb must be > 0 (got {cfg.shuffle_buffer_mb})")
         self.urls, self.weights = self._find_shards()
-        self.epoch, self.skip_batches = 0, 0  # set before each loader epoch; pickled into workers
+        # where the stream starts, pickled into the workers: epoch, batches of it already done, and the epoch
+        # length (None: a single pass, or an endless single epoch when resampled)
+        self.epoch, self.skip_batches, self.epoch_batches = 0, 0, None
         self.position = {"epoch": 0, "batches_into_epoch": 0}  # batches handed to training so far
-        self._tokenizer = None
+        from datagen.train.encoders import load_tokenizer
+
+        # loaded here, before the workers fork: they share its pages and skip importing transformers each
+        self._tokenizer = load_tokenizer(text_encoder)
 
     def _find_shards(self) -> tuple[dict[int, list[str]], dict[int, float]]:
         if not self.cfg.datasets:
@@ -158,6 +204,7 @@ class ShardStream(IterableDataset):
         return urls, weights
 
     def _task_samples(self, urls: list[str], rng: random.Random) -> Iterator[dict]:
+        """One task's samples in shard order (shards drawn at random); shuffled later, mixed with the others."""
         def shards():
             if self.cfg.resampled:
                 while True:
@@ -166,9 +213,7 @@ class ShardStream(IterableDataset):
             rng.shuffle(order)
             yield from ({"url": u} for u in order)
 
-        samples = wds.tarfile_to_samples(handler=wds.warn_and_continue)(shards())
-        return wds.shuffle(self.cfg.shuffle_buffer, initial=self.cfg.shuffle_buffer,
-                           rng=random.Random(rng.random()))(samples)
+        return wds.tarfile_to_samples(handler=wds.warn_and_continue)(shards())
 
     def _mixed(self, rank: int, world: int, worker: int, workers: int, rng: random.Random) -> Iterator[dict]:
         streams = {}
@@ -186,6 +231,10 @@ class ShardStream(IterableDataset):
             except StopIteration:
                 del streams[tid]
 
+    def _shuffled(self, rank: int, world: int, worker: int, workers: int, rng: random.Random) -> Iterator[dict]:
+        budget = self.cfg.shuffle_buffer_mb * 1e6 / workers
+        return shuffled(self._mixed(rank, world, worker, workers, rng), budget, random.Random(rng.random()))
+
     def _bucketed(self, raws: Iterator[dict]) -> Iterator[tuple[int, list[dict]]]:
         pending: dict[int, list[dict]] = {}
         for raw in raws:
@@ -195,13 +244,14 @@ class ShardStream(IterableDataset):
                 warnings.warn(f"skipping sample {raw.get('__key__')!r} with an unreadable record: {e}")
                 continue
             raw["record"] = rec
-            b = nearest_bucket(self.buckets, rec.target.width, rec.target.height)
+            # one frame count per batch: no padded frames, so attention needs no mask (see model.forward)
+            b = (nearest_bucket(self.buckets, rec.target.width, rec.target.height), len(rec.prompt.images) + 1)
             group = pending.setdefault(b, [])
             group.append(raw)
             if len(group) == self.cfg.batch_size:
-                yield b, pending.pop(b)
+                yield b[0], pending.pop(b)
         for b, group in pending.items():  # only reached by one-pass streams: no sample is lost
-            yield b, group
+            yield b[0], group
 
     def _collate(self, bucket: int, raws: list[dict]) -> dict | None:
         size = self.buckets[bucket]
@@ -222,33 +272,42 @@ class ShardStream(IterableDataset):
             keys.append(rec.key)
         if not frames:
             return None
-        if self._tokenizer is None:
-            from datagen.train.encoders import load_tokenizer
-
-            self._tokenizer = load_tokenizer(self.text_encoder)
+        fixed = self.cfg.text_padding == "attend"
         batch = frames_batch(frames, tasks)
-        batch["base_ids"], batch["base_mask"] = tokenize(self._tokenizer, base, self.cfg.max_base_tokens)
-        batch["context_ids"], batch["context_mask"] = tokenize(self._tokenizer, context, self.cfg.max_context_tokens)
+        batch["base_ids"], batch["base_mask"] = tokenize(self._tokenizer, base, self.cfg.max_base_tokens, fixed)
+        batch["context_ids"], batch["context_mask"] = tokenize(self._tokenizer, context, self.cfg.max_context_tokens,
+                                                               fixed)
+        batch["text_attend"] = fixed
         batch["keys"] = keys
         return batch
 
     def __iter__(self) -> Iterator[dict]:
         rank, world, worker, workers = reader_slot()
-        rng = random.Random(f"{self.cfg.seed}/{self.epoch}/{rank}/{worker}")
-        skip = skipped_by_worker(self.skip_batches, worker, workers)
-        for i, (bucket, raws) in enumerate(self._bucketed(self._mixed(rank, world, worker, workers, rng))):
-            if i < skip:
-                continue
-            batch = self._collate(bucket, raws)
-            if batch is not None:  # None only when every sample of the group fails to decode (warned above)
-                yield batch
+        # the loader takes workers round-robin from the first batch it serves: worker w continues the epoch's
+        # stream (skip + w) % workers, and keeps that stream in later epochs (epoch_batches % workers == 0)
+        stream = (self.skip_batches + worker) % workers
+        skip = skipped_by_worker(self.skip_batches, stream, workers)
+        for epoch in count(self.epoch):
+            rng = random.Random(f"{self.cfg.seed}/{epoch}/{rank}/{stream}")
+            quota = None if self.epoch_batches is None else skipped_by_worker(self.epoch_batches, stream, workers)
+            groups = self._bucketed(self._shuffled(rank, world, stream, workers, rng))
+            for i, (bucket, raws) in enumerate(groups):
+                if quota is not None and i >= quota:
+                    break
+                if i < skip:
+                    continue
+                batch = self._collate(bucket, raws)
+                if batch is not None:  # None only when every sample of the group fails to decode (warned above)
+                    yield batch
+            skip = 0
+            if self.epoch_batches is None:
+                return
 
 
-def make_loader(stream: ShardStream, cfg: DataConfig, pin_memory: bool, epoch_batches: int | None):
-    """The loader of one epoch; `epoch_batches` caps an endless stream (WebDataset's epoch length on the loader)."""
-    loader = wds.WebLoader(stream, batch_size=None, num_workers=cfg.num_workers, pin_memory=pin_memory,
-                           prefetch_factor=4 if cfg.num_workers else None)
-    return loader if epoch_batches is None else loader.with_epoch(epoch_batches)
+def make_loader(stream: ShardStream, cfg: DataConfig, pin_memory: bool):
+    """One loader for the whole run (workers never restart); endless when the stream is resampled."""
+    return wds.WebLoader(stream, batch_size=None, num_workers=cfg.num_workers, pin_memory=pin_memory,
+                         prefetch_factor=cfg.prefetch_batches if cfg.num_workers else None)
 
 
 def train_batches(stream: ShardStream, cfg: DataConfig, position: dict, pin_memory: bool) -> Iterator[dict]:
@@ -256,12 +315,14 @@ def train_batches(stream: ShardStream, cfg: DataConfig, position: dict, pin_memo
     same data. Keeps `stream.position` (the data state of checkpoints) current."""
     if not cfg.resampled:
         raise UserError("training needs data.resampled: true (an endless stream counted in steps)")
+    if cfg.epoch_batches % max(1, cfg.num_workers):
+        raise UserError(f"data.epoch_batches ({cfg.epoch_batches}) must be a multiple of data.num_workers "
+                        f"({cfg.num_workers}): each worker serves the same share of every epoch")
     epoch, done = position["epoch"], position["batches_into_epoch"]
-    while True:
-        stream.epoch, stream.skip_batches = epoch, done
-        for batch in make_loader(stream, cfg, pin_memory, cfg.epoch_batches - done):
-            done += 1
-            full = done == cfg.epoch_batches
-            stream.position = {"epoch": epoch + full, "batches_into_epoch": 0 if full else done}
-            yield batch
-        epoch, done = epoch + 1, 0
+    stream.epoch, stream.skip_batches, stream.epoch_batches = epoch, done, cfg.epoch_batches
+    for batch in make_loader(stream, cfg, pin_memory):
+        done += 1
+        if done == cfg.epoch_batches:
+            epoch, done = epoch + 1, 0
+        stream.position = {"epoch": epoch, "batches_into_epoch": done}
+        yield batch

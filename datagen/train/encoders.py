@@ -39,6 +39,21 @@ class FrozenEncoders:
         self.latent_channels = int(cfg.latent_channels)
         self.text_dim = int(self.text.config.d_model)
         self.device, self.dtype = device, dtype
+        self._text_encoder = text_encoder
+        self._null: dict[tuple[int, int], torch.Tensor] = {}
+
+    def null_text(self, base_tokens: int, context_tokens: int) -> torch.Tensor:
+        """[1, base+context, text_dim]: the empty prompt's states at fixed lengths, what a dropped prompt becomes
+        when padding is attended (SD3 drops to the empty prompt's encoding too)."""
+        key = (base_tokens, context_tokens)
+        if key not in self._null:
+            from datagen.train.data import tokenize
+
+            tok = load_tokenizer(self._text_encoder)
+            parts = [self.encode_text(*(t.to(self.device) for t in tokenize(tok, [""], n, fixed=True)))
+                     for n in key]
+            self._null[key] = torch.cat(parts, 1).float()
+        return self._null[key]
 
     @torch.no_grad()
     def encode_text(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -56,10 +71,17 @@ class FrozenEncoders:
         return self.vae.decode(z).sample.float().clamp(-1, 1)
 
 
+def attended_text_mask(batch: dict) -> torch.Tensor:
+    """[B, L] CPU mask of the text tokens attention sees: all of them when padding is attended."""
+    mask = torch.cat([batch["base_mask"], batch["context_mask"]], 1)
+    return torch.ones_like(mask) if batch.get("text_attend") else mask
+
+
 def encode_batch(enc: FrozenEncoders, batch: dict) -> dict:
     """A loader batch -> the model's inputs on the device: clean latents of every valid frame, prompt states.
 
-    Indices of the valid frames come from the CPU masks, so nothing here waits for the GPU.
+    Indices of the valid frames and `has_padding` come from the CPU masks, so nothing here waits for the GPU.
+    With attended padding, `null_text` (the empty prompt's states) is what guidance dropout puts in.
     """
     dev = enc.device
 
@@ -75,10 +97,13 @@ def encode_batch(enc: FrozenEncoders, batch: dict) -> dict:
     base = enc.encode_text(put(batch["base_ids"]), put(batch["base_mask"]))
     context = enc.encode_text(put(batch["context_ids"]), put(batch["context_mask"]))
     segment = torch.cat([torch.zeros(base.shape[:2], dtype=torch.long), torch.ones(context.shape[:2], dtype=torch.long)], 1)
-    return {
+    text_mask = attended_text_mask(batch)
+    inputs = {
         "latents": latents, "task": put(batch["task"]), "frame_role": put(batch["frame_role"]),
         "frame_cond": put(batch["frame_cond"]), "frame_valid": put(valid),
-        "text": torch.cat([base, context], 1).float(),
-        "text_mask": put(torch.cat([batch["base_mask"], batch["context_mask"]], 1)),
-        "text_segment": put(segment),
+        "text": torch.cat([base, context], 1).float(), "text_mask": put(text_mask), "text_segment": put(segment),
+        "has_padding": not (bool(valid.all()) and bool(text_mask.all())),
     }
+    if batch.get("text_attend"):
+        inputs["null_text"] = enc.null_text(base.shape[1], context.shape[1])
+    return inputs

@@ -135,11 +135,14 @@ class FrameDiT(nn.Module):
             nn.init.zeros_(lin.weight)
             nn.init.zeros_(lin.bias)
 
-    def forward(self, latents, t, task, frame_role, frame_cond, frame_valid, text, text_mask, text_segment):
+    def forward(self, latents, t, task, frame_role, frame_cond, frame_valid, text, text_mask, text_segment,
+                has_padding: bool = True):
         """latents [B,F,C,h,w] (targets already noised) -> predicted velocity [B,F,C,h,w].
 
         t [B] in [0,1]; task [B]; frame_role/frame_cond/frame_valid [B,F]; text [B,L,text_dim] with
         text_mask/text_segment [B,L]. Invalid frames and text tokens are masked out of attention.
+        `has_padding=False` promises every frame and text token is valid (the caller knows it from CPU masks):
+        attention then runs without a mask, which lets scaled_dot_product_attention take FlashAttention.
         """
         b, f, c, h, w = latents.shape
         p = self.cfg.patch
@@ -150,8 +153,9 @@ class FrameDiT(nn.Module):
         n_text = text.shape[1]
         txt = self.text_in(text) + self.text_pos[:n_text] + self.text_segment(text_segment)
         seq = torch.cat([txt.to(x.dtype), x], 1)
-        valid = torch.cat([text_mask, frame_valid.repeat_interleave(gh * gw, 1)], 1)
-        mask = valid[:, None, None, :]  # always a mask: testing for "no padding" would sync the GPU every step
+        mask = None
+        if has_padding:
+            mask = torch.cat([text_mask, frame_valid.repeat_interleave(gh * gw, 1)], 1)[:, None, None, :]
         cond = self.t_embed(timestep_features(t)) + self.task(task)
         mod = self.adaln(cond).view(b, 6, -1)
         angles = rope_angles(n_text, f, gh, gw, self.cfg.dim // self.cfg.heads, latents.device)

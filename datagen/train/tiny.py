@@ -61,3 +61,25 @@ def build_tiny_vae(out_dir: str | Path, **vae_shape) -> str:
     vae.register_to_config(scaling_factor=1.0 / std)
     vae.save_pretrained(out_dir)
     return str(out_dir)
+
+
+def ensure_tiny_encoders(text_encoder: str, vae: str) -> list[str]:
+    """Build the tiny encoders at the paths a smoke config names, where nothing is there yet.
+
+    Returns the paths built (empty when both existed). Only for configs that set `model.tiny_encoders`:
+    a mistyped path to real weights must stay an error, not become random weights.
+    """
+    from transformers.utils import logging as hf_logging
+
+    built = []
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # the caller's one line says what was built; no save_pretrained bars
+    try:
+        if not Path(text_encoder).exists():
+            built.append(build_tiny_text_encoder(text_encoder))
+        if not Path(vae).exists():
+            built.append(build_tiny_vae(vae))
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+    return built

@@ -1,7 +1,8 @@
 """`datagen train`: flow-matching training of the frame-sequence DiT on datagen shards.
 
 setup (process group, seeds) -> frozen encoders -> model, EMA, optimizer -> resume -> data -> loop
-(encode, noise the targets, predict velocity, step, EMA) -> logs, previews, checkpoints.
+(per micro-batch: encode, noise the targets, predict velocity, accumulate; then step, EMA) -> logs, previews,
+checkpoints.
 Launch with `torchrun --nproc_per_node=G -m datagen train --config FILE` on one or many nodes.
 """
 from __future__ import annotations
@@ -17,10 +18,11 @@ import torch
 
 from datagen.config import to_dict
 from datagen.train import checkpoint, flow, parallel
+from datagen.train.conditioning import model_kwargs
 from datagen.train.data import DataConfig, ShardStream, train_batches
 from datagen.train.ema import make_ema, update_ema
 from datagen.train.flow import FlowConfig
-from datagen.train.encoders import FrozenEncoders, encode_batch
+from datagen.train.encoders import FrozenEncoders, attended_text_mask, encode_batch
 from datagen.train.model import FrameDiT
 from datagen.train.presets import model_config
 from datagen.train.throughput import Meter, batch_flops
@@ -32,6 +34,9 @@ class ModelSection:
     preset: str = "xl"  # see datagen/train/presets.py
     text_encoder: str = "google/t5-v1_1-xl"  # a T5 encoder path or hub id (PixArt/Imagen use T5 text features)
     vae: str = "stabilityai/sd-vae-ft-ema"  # a diffusers AutoencoderKL path or hub id
+    # CPU smoke runs: build random tiny encoders at text_encoder / vae when those paths do not exist yet
+    # (off by default: a mistyped path to real weights must stay an error)
+    tiny_encoders: bool = False
     grad_checkpointing: bool = False
     compile: bool = False  # torch.compile each block: faster on GPU once shapes settle (fixed buckets help)
 
@@ -65,6 +70,8 @@ class TrainConfig:
     device: Literal["auto", "cuda", "cpu"] = "auto"
     precision: Literal["bf16", "fp32"] = "bf16"  # bf16 autocast; weights, optimizer and EMA stay fp32
     parallel: Literal["ddp", "fsdp"] = "ddp"  # fsdp shards params/grads/optimizer: for models that do not fit
+    # micro-batches per optimizer step: global batch = world x data.batch_size x this, whatever the GPU count
+    grad_accum_steps: int = 1
     ema_decay: float = 0.9999  # DiT's EMA decay
     log_every: int = 50
     ckpt_every: int = 2000
@@ -86,34 +93,42 @@ def lr_factor(step: int, o: OptimConfig, total: int) -> float:
     return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def step_generator(seed: int, rank: int, step: int, device: torch.device) -> torch.Generator:
-    """Noise, timesteps and dropout are a function of (seed, rank, step): resumed runs redraw the same."""
-    return torch.Generator(device).manual_seed(hash((seed, rank, step)) & 0x7FFF_FFFF_FFFF_FFFF)
+_SEED_BITS = 0x7FFF_FFFF_FFFF_FFFF
 
 
-def flow_loss(model, inputs: dict, fcfg: FlowConfig, gen: torch.Generator, amp_dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """Noise the target frames, drop conditions for guidance, regress the velocity on target frames only.
+def draw(seed: int, rank: int, step: int, first: int, n: int, frame_shape: torch.Size, fcfg: FlowConfig,
+         device: torch.device) -> dict:
+    """Timesteps, target noise and guidance dropout of samples first .. first+n-1 of optimizer step `step`.
 
-    Returns (mean loss, per-sample loss)."""
-    x0 = inputs["latents"]
-    b, dev = x0.shape[0], x0.device
-    is_target = inputs["frame_valid"] & ~inputs["frame_cond"]
-    t = flow.sample_t(b, fcfg, gen, dev)
-    noise = torch.randn(x0.shape, generator=gen, device=dev)
-    x_t = torch.where(is_target[:, :, None, None, None], flow.interpolate(x0, noise, t), x0)
-    drop_text = torch.rand(b, generator=gen, device=dev) < fcfg.text_drop
-    drop_context = torch.rand(b, generator=gen, device=dev) < fcfg.context_drop
-    drop_images = torch.rand(b, generator=gen, device=dev) < fcfg.image_drop
-    is_context = inputs["text_segment"] == 1
-    text_mask = inputs["text_mask"] & ~drop_text[:, None] & ~(drop_context[:, None] & is_context)
-    frame_valid = inputs["frame_valid"] & ~(drop_images[:, None] & inputs["frame_cond"])
-    with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-        pred = model(x_t, t, inputs["task"], inputs["frame_role"], inputs["frame_cond"], frame_valid,
-                     inputs["text"], text_mask, inputs["text_segment"])
+    Each sample's draws are a function of (seed, rank, step, its index in the step): a resumed run redraws
+    the same, and one batch of 8 draws what two accumulated batches of 4 draw. t and dropout are drawn on
+    the CPU, so deciding whether attention needs a mask never waits for the GPU."""
+    p = torch.tensor([fcfg.text_drop, fcfg.context_drop, fcfg.image_drop])
+    ts, drops, noise = [], [], []
+    for i in range(first, first + n):
+        cpu = torch.Generator().manual_seed(hash((seed, rank, step, i, 0)) & _SEED_BITS)
+        ts.append(flow.sample_t(1, fcfg, cpu, "cpu"))
+        drops.append(torch.rand(3, generator=cpu) < p)
+        on_device = torch.Generator(device).manual_seed(hash((seed, rank, step, i, 1)) & _SEED_BITS)
+        noise.append(torch.randn(frame_shape, generator=on_device, device=device))
+    return {"t": torch.cat(ts).to(device), "noise": torch.stack(noise), "drop": torch.stack(drops)}
+
+
+def flow_loss(model, inputs: dict, draws: dict, amp_dtype) -> torch.Tensor:
+    """Noise the target frame, drop conditions for guidance, regress the velocity on target frames only.
+
+    Returns the per-sample loss [B]."""
+    x0, t = inputs["latents"], draws["t"]
+    is_target = (inputs["frame_valid"] & ~inputs["frame_cond"])[:, :, None, None, None]
+    noise = draws["noise"][:, None].expand_as(x0)  # one target frame per sample: its noise, kept only there
+    x_t = torch.where(is_target, flow.interpolate(x0, noise, t), x0)
+    drop = draws["drop"]
+    kwargs, x_t = model_kwargs(inputs, x_t, drop[:, 0], drop[:, 1], drop[:, 2])
+    with torch.autocast(x0.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        pred = model(x_t, t, **kwargs)
     per_frame = ((pred.float() - flow.velocity(x0, noise)) ** 2).mean((2, 3, 4))
-    weight = is_target.float()
-    per_sample = (per_frame * weight).sum(1) / weight.sum(1).clamp(min=1)
-    return per_sample.mean(), per_sample.detach()
+    weight = is_target[:, :, 0, 0, 0].float()
+    return (per_frame * weight).sum(1) / weight.sum(1).clamp(min=1)
 
 
 def run(cfg: TrainConfig, resume: bool = False, stop_at: int | None = None) -> torch.nn.Module:
@@ -122,10 +137,16 @@ def run(cfg: TrainConfig, resume: bool = False, stop_at: int | None = None) -> t
     `stop_at` pauses earlier with a checkpoint (e.g. before a job's time limit); the schedule still spans cfg.steps.
     """
     end = min(cfg.steps, stop_at or cfg.steps)
+    if cfg.grad_accum_steps < 1:
+        from datagen import UserError
+
+        raise UserError(f"grad_accum_steps must be >= 1 (got {cfg.grad_accum_steps})")
     d = parallel.init_distributed(cfg.device)
     run_dir = Path(cfg.run_dir)
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
     amp_dtype = torch.bfloat16 if cfg.precision == "bf16" else None
+    if cfg.model.tiny_encoders:
+        _build_tiny_encoders(cfg.model, d)
     enc = FrozenEncoders(cfg.model.text_encoder, cfg.model.vae, d.device,
                          torch.bfloat16 if amp_dtype and d.device.type == "cuda" else torch.float32)
     mcfg = model_config(cfg.model.preset, latent_channels=enc.latent_channels, text_dim=enc.text_dim,
@@ -136,7 +157,7 @@ def run(cfg: TrainConfig, resume: bool = False, stop_at: int | None = None) -> t
     if cfg.model.compile:
         for blk in raw_model.blocks:
             blk.compile()
-    model, ema = parallel.wrap(raw_model, ema, cfg.parallel, d)
+    model, ema = parallel.wrap(raw_model, ema, cfg.parallel, d, amp_dtype)
     o = cfg.optim
     optimizer = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay,
                                   fused=d.device.type == "cuda")
@@ -144,10 +165,8 @@ def run(cfg: TrainConfig, resume: bool = False, stop_at: int | None = None) -> t
     step, data_state = 0, {"epoch": 0, "batches_into_epoch": 0}
     last = checkpoint.latest(run_dir) if resume else None
     if last is not None:
-        ckpt = checkpoint.load(last)
-        checkpoint.restore(ckpt, model, ema, optimizer, scheduler)
-        step, data_state = ckpt["step"], ckpt["data"]
-        del ckpt
+        meta = checkpoint.restore(last, model, ema, optimizer, scheduler)
+        step, data_state = meta["step"], meta["data"]
     stream = ShardStream(cfg.data, cfg.model.text_encoder)
     batches = train_batches(stream, cfg.data, data_state, pin_memory=d.device.type == "cuda")
     writer = None
@@ -161,33 +180,42 @@ def run(cfg: TrainConfig, resume: bool = False, stop_at: int | None = None) -> t
               f"({cfg.model.preset}), {d.world} process(es) on {d.device.type}, from step {step}", flush=True)
     meter = Meter(d.device)
     flops_per_token = raw_model.flops_per_token()
-    tokens_per_frame = 0
     preview_batch = None
     loss_sum = torch.zeros((), device=d.device)
     task_loss = torch.zeros(2, mcfg.max_tasks, device=d.device)  # sum, count per task id
     model.train()
+    accum = cfg.grad_accum_steps
     while step < end:
         t0 = time.perf_counter()
-        batch = next(batches)
+        micro = [next(batches) for _ in range(accum)]
         meter.waited(time.perf_counter() - t0)
-        preview_batch = preview_batch or {k: v[: cfg.sample.count] for k, v in batch.items()}
-        inputs = encode_batch(enc, batch)
-        tokens_per_frame = math.prod(inputs["latents"].shape[-2:]) // mcfg.patch ** 2
-        loss, per_sample = flow_loss(model, inputs, cfg.flow, step_generator(cfg.seed, d.rank, step, d.device), amp_dtype)
+        preview_batch = preview_batch or _head(micro[0], cfg.sample.count)
+        samples = sum(len(b["keys"]) for b in micro)  # the loss is the mean over every sample of the step
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        first, tokens, flops = 0, 0.0, 0.0
+        for m, batch in enumerate(micro):
+            inputs = encode_batch(enc, batch)
+            n = len(batch["keys"])
+            draws = draw(cfg.seed, d.rank, step, first, n, inputs["latents"].shape[2:], cfg.flow, d.device)
+            first += n
+            with parallel.grad_sync(model, enabled=m == accum - 1):
+                per_sample = flow_loss(model, inputs, draws, amp_dtype)
+                (per_sample.sum() / samples).backward()
+            per_sample = per_sample.detach()
+            loss_sum += per_sample.sum() / samples
+            task_loss[0].index_add_(0, inputs["task"], per_sample)
+            task_loss[1].index_add_(0, inputs["task"], torch.ones_like(per_sample))
+            tokens_per_frame = math.prod(inputs["latents"].shape[-2:]) // mcfg.patch ** 2
+            counted = batch_flops(flops_per_token, raw_model.attention_flops, attended_text_mask(batch),
+                                  batch["frame_valid"], tokens_per_frame)
+            tokens, flops = tokens + counted[0], flops + counted[1]
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
         grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm  # FSDP: a DTensor
         optimizer.step()
         scheduler.step()
         update_ema(ema, model, cfg.ema_decay, step)
         step += 1
-        meter.step(*batch_flops(flops_per_token, raw_model.attention_flops,
-                                torch.cat([batch["base_mask"], batch["context_mask"]], 1), batch["frame_valid"],
-                                tokens_per_frame))
-        loss_sum += loss.detach()
-        task_loss[0].index_add_(0, inputs["task"], per_sample)
-        task_loss[1].index_add_(0, inputs["task"], torch.ones_like(per_sample))
+        meter.step(tokens, flops)
         if step % cfg.log_every == 0 or step == end:
             n_steps = meter.steps
             figures = meter.report(d.world)
@@ -211,6 +239,24 @@ def run(cfg: TrainConfig, resume: bool = False, stop_at: int | None = None) -> t
         writer.close()
     parallel.close()
     return raw_model
+
+
+def _build_tiny_encoders(m: ModelSection, d) -> None:
+    """Rank 0 builds what is missing (one line saying so); the others wait for it."""
+    from datagen.train.tiny import ensure_tiny_encoders
+
+    if d.is_main:
+        built = ensure_tiny_encoders(m.text_encoder, m.vae)
+        if built:
+            print(f"built tiny random encoders at {' and '.join(built)} (model.tiny_encoders: a smoke run, "
+                  f"not real weights)", flush=True)
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+def _head(batch: dict, n: int) -> dict:
+    """The first n samples of a loader batch (flags kept whole)."""
+    return {k: v[:n] if isinstance(v, (torch.Tensor, list)) else v for k, v in batch.items()}
 
 
 def _check_shapes(cfg: TrainConfig, px_per_token: int, max_text_tokens: int) -> None:

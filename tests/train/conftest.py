@@ -49,9 +49,19 @@ def tiny_config(run_dir: Path, models: tuple[str, str], dataset: str, *, steps: 
         ema_decay=0.99,
         model=ModelSection(preset="tiny", text_encoder=models[0], vae=models[1]),
         data=DataConfig(datasets=[dataset], buckets_px=[[32, 32]], batch_size=batch_size, num_workers=0,
-                        shuffle_buffer=8, epoch_batches=5, max_base_tokens=16, max_context_tokens=16),
+                        shuffle_buffer_mb=0.05, epoch_batches=5, max_base_tokens=16, max_context_tokens=16),
         flow=FlowConfig(), optim=OptimConfig(lr=1e-3, warmup_steps=0), sample=SampleConfig(every_steps=0, steps=4),
     )
     for key, value in overrides.items():
         setattr(cfg, key, value)
     return cfg
+
+
+def saved_weights(path: Path, part: str = "model") -> dict[str, torch.Tensor]:
+    """`part` ("model" or "ema") of a checkpoint, read in one process whatever world size wrote it."""
+    from datagen.train import checkpoint
+    from datagen.train.model import FrameDiT
+    from datagen.train.presets import ModelConfig
+
+    model = FrameDiT(ModelConfig(**checkpoint.read_meta(path)["model_config"]))
+    return checkpoint.load_weights(path, part, model).state_dict()

@@ -79,3 +79,17 @@ def test_presets_and_rope_split():
     with torch.device("meta"):
         big = FrameDiT(model_config("1b"))
     assert 0.8e9 < sum(p.numel() for p in big.parameters()) < 1.2e9
+
+
+def test_unmasked_fast_path_agrees_with_the_masked_one():
+    """Where nothing is padded both paths apply: no mask (FlashAttention-eligible) must give the masked result."""
+    m = _model().eval()
+    x = _inputs()
+    masked, fast = m(**x, has_padding=True), m(**x, has_padding=False)
+    assert torch.allclose(masked, fast, atol=1e-5)
+    grads = []
+    for has_padding in (True, False):
+        m.zero_grad()
+        m(**x, has_padding=has_padding).square().mean().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in m.parameters()]))
+    assert torch.allclose(grads[0], grads[1], atol=1e-5)

@@ -25,7 +25,7 @@ def trained(tmp_path_factory, tiny_models, small_dataset):
     (root / "train.yaml").write_text(yaml.safe_dump(to_dict(cfg)))
     result = CliRunner().invoke(app, ["train", "--config", str(root / "train.yaml"), "--set", "sample.steps=3"])
     assert result.exit_code == 0, result.output
-    return root / "run" / "checkpoints" / "step_00000002.pt"
+    return root / "run" / "checkpoints" / "step_00000002"
 
 
 def _inputs(tmp_path: Path, task_id: int, width: int) -> list[str]:
@@ -84,3 +84,49 @@ def test_profiles_validate_and_bad_configs_are_one_line_errors(tmp_path, tiny_mo
     assert bad_bucket.exit_code == 2 and "not a multiple of 8" in bad_bucket.output
     no_data = runner.invoke(app, ["train", "--config", str(tmp_path / "c.yaml"), "--set", f"data.datasets=[{tmp_path}/x]"])
     assert no_data.exit_code == 2 and "no shards found" in no_data.output
+
+
+def test_chain_feeds_each_image_to_the_next_link(tmp_path, trained):
+    """Emu Video's factorization with one model: text -> image, that image -> an edit, the edit -> its depth."""
+    from datagen.media import encode_image
+    from datagen.train.sample import Sampler
+    from schemas.tasks import task
+
+    out = tmp_path / "chain"
+    result = CliRunner().invoke(app, ["sample", "--checkpoint", str(trained), "--prompt", "a red ball", "--out", str(out),
+                                      "--chain", "instruction_edit=make it dusk", "--chain", "depth_estimation="])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["0_text_to_image.jpg", "1_instruction_edit.jpg",
+                                                     "2_depth_estimation.png"]
+    sampler = Sampler(trained)
+    edit = task("instruction_edit")
+    first = sampler.sample(task("text_to_image"), "a red ball", [])
+    again = sampler.sample(edit, "make it dusk", [(edit.inputs[0], first)])
+    assert (out / "1_instruction_edit.jpg").read_bytes() == encode_image(again, ImageKind.rgb)  # the link's canvas
+    other = sampler.sample(edit, "make it dusk", [(edit.inputs[0], np.zeros_like(first))])
+    assert not np.array_equal(other, again)  # ... and the canvas conditions the edit
+    assert decode_image((out / "2_depth_estimation.png").read_bytes(), ImageKind.depth16).dtype == np.uint16
+    bad = CliRunner().invoke(app, ["sample", "--checkpoint", str(trained), "--prompt", "x", "--out", str(out),
+                                   "--chain", "multi_object_customization=two cats"])
+    assert bad.exit_code == 2 and "takes one canvas" in bad.output
+
+
+def test_train_cpu_profile_builds_its_tiny_encoders_once(tmp_path, monkeypatch):
+    """`datagen train --config train_cpu` after `make demo`: no hand step, one line saying what it built."""
+    from tests.train.conftest import write_dataset
+
+    monkeypatch.chdir(tmp_path)
+    write_dataset(tmp_path / "demo_out", {1: 2, 4: 2})  # where the profile looks: the demo's output
+    args = ["train", "--config", "train_cpu", "--set", "steps=1", "--set", "data.num_workers=0",
+            "--set", "sample.every_steps=0", "--set", "data.buckets_px=[[32,32]]"]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    built = [line for line in first.output.splitlines() if line.startswith("built tiny random encoders")]
+    assert built == ["built tiny random encoders at runs/tiny/t5 and runs/tiny/vae (model.tiny_encoders: a smoke "
+                     "run, not real weights)"]
+    assert (tmp_path / "runs" / "tiny-cpu" / "checkpoints" / "step_00000001").is_dir()
+    again = CliRunner().invoke(app, args + ["--set", "run_dir=runs/again"])
+    assert again.exit_code == 0, again.output
+    assert "built tiny" not in again.output  # they exist now: loaded, not rebuilt
+    typo = CliRunner().invoke(app, args + ["--set", "model.tiny_encoders=false", "--set", "model.vae=runs/tiny/vea"])
+    assert typo.exit_code == 2 and "cannot load VAE 'runs/tiny/vea'" in typo.output

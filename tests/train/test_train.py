@@ -6,11 +6,15 @@ import torch
 
 from datagen.train import checkpoint
 from datagen.train.train import lr_factor, OptimConfig, run
-from tests.train.conftest import tiny_config, write_dataset
+from tests.train.conftest import saved_weights, tiny_config, write_dataset
+
+
+def _metric(run_dir, name):
+    return {r["step"]: r[name] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())}
 
 
 def _losses(run_dir):
-    return {r["step"]: r["loss"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())}
+    return _metric(run_dir, "loss")
 
 
 @pytest.mark.slow
@@ -37,25 +41,50 @@ def test_resume_continues_exactly(tmp_path, tiny_models, small_dataset):
 
     run(cfg("straight"))
     run(cfg("broken"), stop_at=3)
-    paused = checkpoint.load(checkpoint.latest(tmp_path / "broken"))
+    paused = checkpoint.read_meta(checkpoint.latest(tmp_path / "broken"))
     assert paused["step"] == 3 and paused["data"] == {"epoch": 1, "batches_into_epoch": 0}
     run(cfg("broken"), resume=True, stop_at=5)
-    assert checkpoint.load(checkpoint.latest(tmp_path / "broken"))["data"] == {"epoch": 1, "batches_into_epoch": 2}
+    assert checkpoint.read_meta(checkpoint.latest(tmp_path / "broken"))["data"] == {"epoch": 1,
+                                                                                    "batches_into_epoch": 2}
     run(cfg("broken"), resume=True)
-    a = checkpoint.load(checkpoint.latest(tmp_path / "straight"))
-    b = checkpoint.load(checkpoint.latest(tmp_path / "broken"))
-    assert a["step"] == b["step"] == 8 and b["data"] == {"epoch": 2, "batches_into_epoch": 2}
+    a, b = (checkpoint.latest(tmp_path / name) for name in ("straight", "broken"))
+    a_meta, b_meta = checkpoint.read_meta(a), checkpoint.read_meta(b)
+    assert a_meta["step"] == b_meta["step"] == 8 and b_meta["data"] == {"epoch": 2, "batches_into_epoch": 2}
     for part in ("model", "ema"):
-        for k in a[part]:
-            assert torch.allclose(a[part][k], b[part][k], atol=1e-6), (part, k)
-    assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"] == 8
+        wa, wb = saved_weights(a, part), saved_weights(b, part)
+        for k in wa:
+            assert torch.allclose(wa[k], wb[k], atol=1e-6), (part, k)
+    assert a_meta["scheduler"]["last_epoch"] == b_meta["scheduler"]["last_epoch"] == 8
     straight, broken = _losses(tmp_path / "straight"), _losses(tmp_path / "broken")
     assert sorted(broken) == list(range(1, 9))  # the curve continues after each pause, no gap, no repeat
     for s in range(1, 9):
         assert broken[s] == pytest.approx(straight[s], rel=1e-5)
     # the parameters moved between the two checkpoints: equality is not two frozen models
-    mid = checkpoint.load(tmp_path / "broken" / "checkpoints" / "step_00000004.pt")
-    assert any(not torch.allclose(mid["model"][k], b["model"][k]) for k in b["model"])
+    mid, end = saved_weights(tmp_path / "broken" / "checkpoints" / "step_00000004"), saved_weights(b)
+    assert any(not torch.allclose(mid[k], end[k]) for k in end)
+
+
+def test_gradient_accumulation_equals_the_large_batch(tmp_path, tiny_models):
+    """4 x 2 accumulated micro-batches and one batch of 8 train to the same weights (to 1e-5).
+
+    Three tasks of two frames each (one frame count: the two runs read the samples in the same order) and
+    guidance dropout on: every sample keeps its noise, timestep and dropout whatever batch it lands in."""
+    ds = write_dataset(tmp_path / "ds", {1: 8, 4: 8, 6: 8})
+    runs = {}
+    for name, batch_size, accum in (("big", 8, 1), ("accum", 4, 2)):
+        cfg = tiny_config(tmp_path / name, tiny_models, ds, steps=3, batch_size=batch_size, grad_accum_steps=accum)
+        cfg.data.epoch_batches = 40 // batch_size  # the same samples per epoch
+        run(cfg)
+        runs[name] = cfg
+    big, acc = (checkpoint.latest(tmp_path / name) for name in ("big", "accum"))
+    for part in ("model", "ema"):
+        a, b = saved_weights(big, part), saved_weights(acc, part)
+        assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5, part
+    assert saved_weights(big)["out.weight"].abs().sum() > 0  # trained: equality is not two untouched models
+    assert _losses(tmp_path / "big") == pytest.approx(_losses(tmp_path / "accum"), rel=1e-5)
+    # Adam hides a gradient's scale from the weights: the norms pin that the accumulated gradient is the mean
+    assert _metric(tmp_path / "big", "grad_norm") == pytest.approx(_metric(tmp_path / "accum", "grad_norm"), rel=1e-5)
+    assert checkpoint.read_meta(acc)["data"]["batches_into_epoch"] == 6  # the loader moved 2 batches a step
 
 
 def test_checkpoints_are_atomic_and_pruned(tmp_path, tiny_models, small_dataset):
@@ -64,7 +93,7 @@ def test_checkpoints_are_atomic_and_pruned(tmp_path, tiny_models, small_dataset)
     cfg.sample.every_steps = 3
     run(cfg)
     names = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
-    assert names == ["step_00000004.pt", "step_00000006.pt"]  # no temporary files left, oldest pruned
+    assert names == ["step_00000004", "step_00000006"]  # no temporary directories left, oldest pruned
     assert sorted(p.name for p in (tmp_path / "run" / "samples").iterdir()) == ["step_00000003.png",
                                                                                   "step_00000006.png"]
     assert any((tmp_path / "run" / "tb").iterdir())
