@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from datagen import UserError
 from datagen.io.reader import raw_samples, shard_urls, to_sample
 from datagen.io.shards import FAILURES_DIR, DatasetWriter, ShardLimits, manifest_part_path, write_parquet
+from datagen.io.card import write_card
 from datagen.io.storage import Location
 from datagen.io.tables import compute_stats, read_manifest, read_stats, write_stats
 from datagen.pipeline.config import PipelineConfig
@@ -160,6 +161,7 @@ def relabel(input_url: str, output_url: str, stages: list[str], cfg: PipelineCon
         "relabel": {"from": src.url, "stages": stages, "only_stale": only_stale, "dataset_version": version,
                     "samples_changed": dict(changed), "samples_copied": copied}})
     write_stats(dst, stats)
+    write_card(dst, stats)
     return RelabelSummary(dst.url, n_copied_shards, n_relabelled, n_done, changed, copied, failures)
 
 

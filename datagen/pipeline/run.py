@@ -22,7 +22,9 @@ from datagen.config import to_dict
 from datagen.io.storage import Location
 from datagen.io.tables import compute_stats, read_failures, write_stats
 from datagen.pipeline.config import PipelineConfig
+from datagen.io.card import write_card
 from datagen.pipeline.progress import ResumeState, clean_partial_writes, read_progress
+from datagen.pipeline.progress_log import quiet_third_party_output, report_progress
 from datagen.pipeline.sink import DatasetSink
 from schemas import columns as C
 from schemas.members import pair_key
@@ -139,13 +141,14 @@ def build_dataset(cfg: PipelineConfig, sources: list[dict], state: ResumeState):
     return ds
 
 
-def init_ray(cfg: PipelineConfig) -> None:
+def init_ray(cfg: PipelineConfig, verbose: bool = True) -> None:
     import ray
 
     if ray.is_initialized():
         return
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
-    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
+    # workers' own output (and their tracebacks) stays in the session's log files unless --verbose
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": verbose}
     if not address:
         kwargs.update(num_cpus=cfg.ray.num_cpus, object_store_memory=cfg.ray.object_store_memory_bytes)
     # "local" starts a fresh instance: a bare ray.init() would join any cluster this machine
@@ -207,7 +210,8 @@ def stage_yields(loc: Location, videos_in: int, labels: list[str]) -> dict[str, 
     return out
 
 
-def run_pipeline(cfg: PipelineConfig, inputs: list[str], output: str, *, console=None) -> RunSummary:
+def run_pipeline(cfg: PipelineConfig, inputs: list[str], output: str, *, console=None,
+                 verbose: bool = True) -> RunSummary:
     import ray
 
     t0 = time.time()
@@ -221,12 +225,15 @@ def run_pipeline(cfg: PipelineConfig, inputs: list[str], output: str, *, console
                f"{state.samples_committed} samples already committed, {len(removed)} partial files removed" \
             if resumed else "new run"
         console.print(f"datagen run: {len(sources)} videos -> {loc.url} ({what})", highlight=False)
-    init_ray(cfg)
+    quiet_third_party_output(verbose)
+    init_ray(cfg, verbose)
     ds = build_dataset(cfg, sources, state)
     sink = DatasetSink(output, cfg.write.limits, frozenset(state.committed_keys), cfg.write.min_rows_per_write,
                        attempt=f"{run['attempts']:03d}{uuid.uuid4().hex[:4]}")
-    ds.write_datasink(sink)
+    with report_progress(loc, len(sources), say=lambda line: console and console.print(line, highlight=False)):
+        ds.write_datasink(sink)
     stats = compute_stats(loc, stage_yields(loc, len(sources), cfg.labels),
                           {"smoke": cfg.smoke, "config_fingerprint": run["fingerprint"], "attempts": run["attempts"]})
     write_stats(loc, stats)
+    write_card(loc, stats)
     return RunSummary(loc.url, stats, time.time() - t0, resumed)
