@@ -14,7 +14,7 @@ from datagen import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Turn raw videos into training data for image generation/editing, and train on it.")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # soft wrap: a piped log keeps one line per message
 
 
 def user_errors(fn: Callable) -> Callable:
@@ -22,10 +22,15 @@ def user_errors(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from datagen.pipeline.progress_log import user_error_message
+
         try:
             return fn(*args, **kwargs)
-        except UserError as e:
-            console.print(f"[bold red]error:[/] {e}", highlight=False)
+        except Exception as e:  # a UserError may arrive wrapped by Ray (raised in a task or an actor)
+            message = user_error_message(e)
+            if message is None:
+                raise
+            console.print(f"[bold red]error:[/] {message}", highlight=False)
             raise typer.Exit(2) from None
 
     return wrapper
@@ -91,6 +96,7 @@ def run(
     input: List[str] = typer.Option(..., "--input", "-i", help="videos: dir, glob, list file, s3://prefix"),
     output: str = typer.Option(..., "--output", "-o", help="dataset directory or URL"),
     set_: List[str] = typer.Option([], "--set", help="override a config key, e.g. pairs.max_pairs_per_shot=4"),
+    verbose: bool = typer.Option(False, "--verbose", help="also print Ray Data's progress and the workers' output"),
 ):
     """Run the pipeline: videos -> pairs -> labels -> task samples -> shards."""
     from datagen.pipeline.config import load_config
@@ -98,8 +104,8 @@ def run(
     from datagen.pipeline.run import run_pipeline
 
     cfg = load_config(config, set_)
-    summary = run_pipeline(cfg, input, output, console=console)
-    print_summary(summary, Console())
+    summary = run_pipeline(cfg, input, output, console=console, verbose=verbose)
+    print_summary(summary, Console(soft_wrap=True))
 
 
 @app.command()
@@ -107,15 +113,18 @@ def run(
 def demo(
     output: str = typer.Option("demo_out", "--output", "-o", help="dataset directory"),
     input: List[str] = typer.Option([], "--input", "-i", help="videos (default: the bundled sample clips)"),
+    verbose: bool = typer.Option(False, "--verbose", help="also print Ray Data's progress and the workers' output"),
 ):
     """Run the whole pipeline on the bundled sample videos with the CPU profile."""
     from datagen.pipeline.demo import demo_config, demo_inputs
+    from datagen.pipeline.progress_log import quiet_third_party_output
     from datagen.pipeline.report import print_summary
     from datagen.pipeline.run import run_pipeline
 
+    quiet_third_party_output(verbose)  # before the tiny models are built: they print their own bars
     cfg = demo_config(say=lambda line: console.print(line, highlight=False))
-    summary = run_pipeline(cfg, demo_inputs(input), output, console=console)
-    print_summary(summary, Console())
+    summary = run_pipeline(cfg, demo_inputs(input), output, console=console, verbose=verbose)
+    print_summary(summary, Console(soft_wrap=True))
 
 
 @app.command()

@@ -38,7 +38,8 @@ _REMOTE_USER_ERROR = re.compile(r"^datagen\.UserError: (.+)$", re.MULTILINE)
 
 
 def quiet_third_party_output(verbose: bool) -> None:
-    """Before `ray.init`: silence Ray's, Ray Data's and Hugging Face's progress and chatter.
+    """Before `ray.init`: silence Ray Data's and Hugging Face's progress and chatter (Ray's own
+    driver log level is `ray.init`'s argument, see `init_ray`).
 
     Ray's workers inherit this process's environment, so the Hugging Face switch reaches
     the actors that load models too.
@@ -58,11 +59,30 @@ def quiet_third_party_output(verbose: bool) -> None:
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # the operator-by-operator lines; our own progress replaces them
     ctx.enable_operator_progress_bars = False
-    logging.getLogger("ray").setLevel(logging.ERROR)  # "Started a local Ray instance", token notices
     for handler in logging.getLogger("ray.data").handlers:  # the file handler keeps everything
-        if not isinstance(handler, SessionFileHandler):
+        if not isinstance(handler, SessionFileHandler) and _quiet_ray_data not in handler.filters:
             handler.addFilter(_quiet_ray_data)
     warnings.filterwarnings("ignore", category=UserWarning, module=r"ray\.data")  # tuning hints
+    _drop_pushed_user_error_tracebacks()
+
+
+def _drop_pushed_user_error_tracebacks() -> None:
+    """The raylet pushes "task failed, will be retried" with the worker's traceback to the
+    driver, which prints it whatever `log_to_driver` says. When that traceback is a
+    UserError's, the run raises the same error and the CLI prints it as one line, so the
+    pushed copy is dropped; every other pushed message still prints."""
+    import ray._private.worker as ray_worker
+
+    original = ray_worker.print_to_stdstream
+    if getattr(original, "drops_user_errors", False):
+        return
+
+    def print_unless_user_error(data, ignore_prefix: bool):
+        if not any("datagen.UserError" in str(line) for line in data.get("lines", ())):
+            original(data, ignore_prefix=ignore_prefix)
+
+    print_unless_user_error.drops_user_errors = True
+    ray_worker.print_to_stdstream = print_unless_user_error
 
 
 def _quiet_ray_data(record: logging.LogRecord) -> bool:

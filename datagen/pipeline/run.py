@@ -148,7 +148,8 @@ def init_ray(cfg: PipelineConfig, verbose: bool = True) -> None:
         return
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
     # workers' own output (and their tracebacks) stays in the session's log files unless --verbose
-    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": verbose}
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": verbose,
+                              "logging_level": "info" if verbose else "error"}
     if not address:
         kwargs.update(num_cpus=cfg.ray.num_cpus, object_store_memory=cfg.ray.object_store_memory_bytes)
     # "local" starts a fresh instance: a bare ray.init() would join any cluster this machine
