@@ -161,17 +161,17 @@ def preview(
     dataset: str = typer.Argument(...),
     out: Path = typer.Option(..., "--out", help="HTML file to write"),
     task: Optional[str] = typer.Option(None, help="only this task (id or name)"),
-    limit: int = typer.Option(24, help="samples per task"),
+    per_task: int = typer.Option(24, "--per-task", help="samples shown per task, spread over the task"),
 ):
-    """Write a self-contained HTML page of samples, prompts, labels and failures."""
+    """Write an HTML page: a grid of samples per task (thumbnails link to full images), failures by reason."""
     from datagen.preview import write_preview
 
-    summary = write_preview(dataset, out, task=task, limit=limit)
+    summary = write_preview(dataset, out, task=task, per_task=per_task)
     for note in summary.read_errors:
         console.print(f"[bold yellow]warning:[/] {note}", highlight=False)
     smoke = " (SMOKE dataset: tiny random models)" if summary.smoke else ""
-    console.print(f"wrote {summary.path}: {sum(summary.shown.values())} of {summary.samples_in_dataset} samples, "
-                  f"{summary.failures} failure rows{smoke}", highlight=False)
+    console.print(f"wrote {summary.path} (full images in {summary.files_dir}/): {sum(summary.shown.values())} of "
+                  f"{summary.samples_in_dataset} samples, {summary.failures} failure rows{smoke}", highlight=False)
 
 
 @app.command()
