@@ -109,3 +109,27 @@ def test_run_with_an_unloadable_model_exits_2_with_one_line(tmp_path, write_conf
     errors = [line for line in out.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "depth.model" in errors[0] and str(bad) in errors[0]
     assert "Traceback" not in out and "File \"" not in out, out[-3000:]
+
+
+def test_run_summary_is_short_and_names_the_card_and_next_commands():
+    import io
+
+    from rich.console import Console
+
+    from datagen.pipeline.report import print_summary
+    from datagen.pipeline.run import RunSummary
+    from schemas.tasks import TASKS
+
+    stages = {"ingest+shots+pairs": {"in": 3, "out": 2, "pairs": 15, "dropped": {"not_a_video": 1}},
+              **{s: {"in": 15, "out": 15, "dropped": {}} for s in ("caption", "segment", "depth", "edges")},
+              "assemble": {"in": 15, "dropped": {}}}
+    stats = {"smoke": True, "stages": stages, "tasks": {t.name: 15 for t in TASKS}, "samples": 135, "failures": 1}
+    buf = io.StringIO()
+    print_summary(RunSummary("/data/ds", stats, 61.0, False), Console(file=buf, width=100, soft_wrap=True))
+    lines = buf.getvalue().splitlines()
+    assert len(lines) <= 15, "\n".join(lines)
+    assert lines[0].startswith("SMOKE DATASET")
+    assert any("not_a_video=1" in line for line in lines)
+    assert "samples per task: text_to_image 15 · instruction_edit 15" in buf.getvalue()
+    assert "card: /data/ds/README.md; load a task: datasets.load_dataset('/data/ds', 'text_to_image')" in lines
+    assert lines[-1] == "next: datagen validate /data/ds · datagen preview /data/ds --out preview.html"
