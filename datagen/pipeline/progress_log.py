@@ -30,7 +30,8 @@ from datagen.io.shards import FAILURES_DIR, MANIFEST_DIR
 from datagen.io.storage import Location
 from datagen.pipeline.progress import PROGRESS_DIR
 
-LINE_EVERY_S = 10.0  # off a terminal: often enough to see the run is alive, ~6 lines a minute
+LINE_EVERY_S = 10.0  # off a terminal: a line this often when the output grew (~6 lines a minute at most)
+HEARTBEAT_S = 60.0  # ... and at least this often when it did not, to show the run is alive
 BAR_REFRESH_S = 1.0  # on a terminal the bar redraws in place, so it may update often
 # How a UserError reads inside the text of a Ray error that lost the exception object
 # (an actor that died in its constructor keeps only the formatted traceback).
@@ -167,9 +168,10 @@ def progress_line(c: Committed, videos: int, elapsed_s: float, samples_at_start:
 
 @contextmanager
 def report_progress(loc: Location, videos: int, say: Callable[[str], None], *, tty: bool | None = None,
-                    every_s: float | None = None) -> Iterator[Committed]:
+                    every_s: float | None = None, heartbeat_s: float = HEARTBEAT_S) -> Iterator[Committed]:
     """While the body runs, report what the output holds: a bar on a terminal, else a line
-    every `every_s` seconds and a last one at the end."""
+    every `every_s` seconds when something changed (every `heartbeat_s` when nothing did)
+    and a last one at the end."""
     tty = sys.stderr.isatty() if tty is None else tty
     every_s = every_s if every_s is not None else (BAR_REFRESH_S if tty else LINE_EVERY_S)
     counts = Committed()
@@ -178,10 +180,19 @@ def report_progress(loc: Location, videos: int, say: Callable[[str], None], *, t
     stop = threading.Event()
     bar = _Bar(videos) if tty else None
 
-    def tick() -> None:
+    last = {"said": None, "at": t0}
+
+    def tick(final: bool = False) -> None:
         counts.update(loc)
-        line = progress_line(counts, videos, time.monotonic() - t0, start_samples)
-        bar.show(counts.videos_done, line) if bar else say(line)
+        now = time.monotonic()
+        line = progress_line(counts, videos, now - t0, start_samples)
+        if bar:
+            bar.show(counts.videos_done, line)
+            return
+        state = (counts.samples, counts.pairs_done, counts.videos_done, counts.failures)
+        if final or state != last["said"] or now - last["at"] >= heartbeat_s:
+            say(line)
+            last.update(said=state, at=now)
 
     def loop() -> None:
         while not stop.wait(every_s):
@@ -200,7 +211,7 @@ def report_progress(loc: Location, videos: int, say: Callable[[str], None], *, t
         if bar:
             bar.close()
         else:
-            tick()
+            tick(final=True)
 
 
 class _Bar:

@@ -44,19 +44,38 @@ def test_committed_counts_each_table_part_once_and_videos_when_all_their_pairs_a
     assert c.videos_done == 2
 
 
-def test_off_a_terminal_a_line_every_interval_and_a_last_one(tmp_path):
-    lines: list[str] = []
-    two = threading.Event()
+class Lines:
+    """What the reporter says, with a wait for the n-th line (ordered by state, not by sleeping)."""
 
-    def say(line: str) -> None:
-        lines.append(line)
-        if len(lines) >= 2:
-            two.set()
+    def __init__(self):
+        self.lines: list[str] = []
+        self.said = threading.Condition()
 
-    with report_progress(Location.parse(str(tmp_path)), 2, say, tty=False, every_s=0.05):
+    def __call__(self, line: str) -> None:
+        with self.said:
+            self.lines.append(line)
+            self.said.notify_all()
+
+    def wait_for(self, n: int) -> None:
+        with self.said:
+            assert self.said.wait_for(lambda: len(self.lines) >= n, timeout=30)
+
+
+def test_off_a_terminal_a_line_when_the_output_grew_a_heartbeat_and_a_last_one(tmp_path):
+    said = Lines()
+    with report_progress(Location.parse(str(tmp_path)), 2, said, tty=False, every_s=0.05, heartbeat_s=3600):
         commit(tmp_path, "va", 2, of=2)
-        assert two.wait(30)  # the reporter ticks on its own while the run works
-    assert "videos 1/2 · pairs 2 · samples 2" in lines[-1] and "failures 1" in lines[-1]
+        said.wait_for(1)  # the reporter ticks on its own while the run works
+        commit(tmp_path, "vb", 1, of=1)
+        said.wait_for(2)
+    lines = said.lines
+    assert len(lines) == 3  # unchanged ticks print nothing; the last line always comes
+    assert "videos 1/2 · pairs 2 · samples 2" in lines[0] and "failures 1" in lines[0]
+    assert "videos 2/2 · pairs 3 · samples 3" in lines[1] and lines[2].endswith(lines[1].split("]", 1)[1])
+    beats = Lines()
+    with report_progress(Location.parse(str(tmp_path / "idle")), 1, beats, tty=False, every_s=0.01, heartbeat_s=0):
+        beats.wait_for(2)  # nothing grows, yet the heartbeat keeps coming
+    assert all("samples 0" in b for b in beats.lines)
 
 
 @pytest.fixture(scope="module")
