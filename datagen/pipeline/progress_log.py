@@ -180,7 +180,10 @@ def report_progress(loc: Location, videos: int, say: Callable[[str], None], *, t
     stop = threading.Event()
     bar = _Bar(videos) if tty else None
 
-    last = {"said": None, "at": t0}
+    def state() -> tuple[int, ...]:
+        return counts.samples, counts.pairs_done, counts.videos_done, counts.failures
+
+    last = {"said": state(), "at": t0}  # what a resumed run starts from is not news
 
     def tick(final: bool = False) -> None:
         counts.update(loc)
@@ -189,10 +192,9 @@ def report_progress(loc: Location, videos: int, say: Callable[[str], None], *, t
         if bar:
             bar.show(counts.videos_done, line)
             return
-        state = (counts.samples, counts.pairs_done, counts.videos_done, counts.failures)
-        if final or state != last["said"] or now - last["at"] >= heartbeat_s:
+        if final or state() != last["said"] or now - last["at"] >= heartbeat_s:
             say(line)
-            last.update(said=state, at=now)
+            last.update(said=state(), at=now)
 
     def loop() -> None:
         while not stop.wait(every_s):
