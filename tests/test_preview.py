@@ -297,45 +297,14 @@ def test_chromium_shows_the_cards_as_a_grid_with_facts_folded(page):
     assert shown.values["open_details"] == 0
 
 
-def realistic_media(spec, width: int = 160, height: int = 120) -> dict[str, bytes]:
-    """One sample's members with photo-like content (smooth texture, smooth depth, Canny
-    edges), so thumbnails weigh what real ones do; shared by every sample of the task."""
-    import cv2
-
-    from datagen.media import encode_image
-    from datagen.video.synthetic import texture
-    from schemas.members import input_member, target_member
-    from schemas.tasks import ImageKind, input_slots
-
-    rgb = texture(height, width, seed=spec.id)
-    arrays = {ImageKind.rgb: rgb, ImageKind.edge: cv2.Canny(rgb, 80, 160),
-              ImageKind.depth16: np.tile(np.linspace(0, 65535, width, dtype=np.uint16), (height, 1)),
-              ImageKind.mask: (cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) > 128).astype(np.uint8) * 255}
-    media = {input_member(i, s.kind): encode_image(arrays[s.kind], s.kind)
-             for i, s in enumerate(input_slots(spec, 2))}
-    media[target_member(spec.target)] = encode_image(arrays[spec.target], spec.target)
-    return media
-
-
 @pytest.fixture(scope="module")
 def big_dataset(tmp_path_factory):
     """10,000 samples over every task and 30,000 failure rows over ten reasons."""
-    import dataclasses
-
     from datagen.io.shards import write_failures
-    from schemas.members import sample_key
+    from datagen.io.synthetic import write_many_samples
 
     root = tmp_path_factory.mktemp("big") / "ds"
-    with DatasetWriter(str(root)) as w:
-        for spec in TASKS:
-            template = make_sample(spec.id, width=160, height=120)
-            media = realistic_media(spec)
-            for n in range(10_000 // len(TASKS) + (spec.id < 10_000 % len(TASKS))):
-                video, pair = f"vid{n % 97:03d}", n // 97
-                record = dataclasses.replace(template.record, key=sample_key(video, 0, pair, spec.id),
-                                             source=dataclasses.replace(template.record.source, video_id=video,
-                                                                        pair=pair))
-                w.add(type(template)(record, media))
+    write_many_samples(str(root), 10_000)
     reasons = ["not_a_video", "truncated", "corrupt", "too_short", "too_small", "audio_only", "no_pairs",
                "invalid_json", "refusal", "backend_error"]
     write_failures(Location.parse(str(root)), [
@@ -371,3 +340,22 @@ def test_chromium_renders_the_10000_sample_preview_as_a_grid(big_page):
     assert shown.console_errors == [] and shown.broken_images == 0 and shown.images > 400
     assert shown.values["columns"] >= 3
     assert screenshot_spread(shown.screenshot_png) > 20
+
+
+def test_samples_are_found_when_a_shard_does_not_match_its_manifest_layout(tmp_path):
+    root = tmp_path / "ds"
+    with DatasetWriter(str(root)) as w:
+        for pair in range(3):
+            w.add(make_sample(7, pair=pair))
+    shard = next((root / "shards" / "edge_detection").glob("*.tar"))
+    with tarfile.open(shard) as tar:
+        members = [(m.name, tar.extractfile(m).read()) for m in tar]
+    with tarfile.open(shard, "w") as tar:  # rewritten by hand: samples in reverse order
+        for name, data in reversed(members):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    summary = write_preview(str(root), tmp_path / "p.html", task="edge_detection")
+    text = (tmp_path / "p.html").read_text()
+    assert summary.shown == {"edge_detection": 3} and not summary.read_errors
+    assert all(f"edge_detection sample {p}" in text for p in range(3))

@@ -68,7 +68,7 @@ def write_preview(dataset: str, out: Path, task: str | int | None = None, per_ta
     if not loc.exists(""):
         raise UserError(f"dataset {dataset!r} not found; pass the --output directory of a run")
     out = Path(out).resolve()
-    manifest = read_manifest(loc).select(["key", "task", "shard", "changed_labels"])
+    manifest = read_manifest(loc).select(["key", "task", "shard", "members", "changed_labels"])
     counts = {c["values"]: c["counts"] for c in pc.value_counts(manifest.column("task")).to_pylist()}
     changed = manifest.filter(pc.greater(pc.list_value_length(manifest.column("changed_labels")), 0))
     relabelled = dict(zip(changed.column("key").to_pylist(), changed.column("changed_labels").to_pylist()))
@@ -76,9 +76,8 @@ def write_preview(dataset: str, out: Path, task: str | int | None = None, per_ta
     stats = read_stats(loc) or {}
     summary = PreviewSummary(out, out.parent / f"{out.stem}_files", samples_in_dataset=manifest.num_rows,
                              failures=failures.num_rows, smoke=bool(stats.get("smoke")))
-    files = Location.parse(str(summary.files_dir))
     groups = failure_groups(failures)
-    sections = [_task_section(loc, files, spec, per_task, manifest, counts.get(spec.name, 0), relabelled, summary)
+    sections = [_task_section(loc, spec, per_task, manifest, counts.get(spec.name, 0), relabelled, summary)
                 for spec in specs]
     body = [
         f"<header><h1>datagen preview</h1><p>dataset <code>{e(dataset)}</code>: "
@@ -97,13 +96,13 @@ def write_preview(dataset: str, out: Path, task: str | int | None = None, per_ta
     return summary
 
 
-def _task_section(loc: Location, files: Location, spec: TaskSpec, per_task: int, manifest, count: int,
+def _task_section(loc: Location, spec: TaskSpec, per_task: int, manifest, count: int,
                   relabelled: dict[str, list[str]], summary: PreviewSummary) -> str:
     cards, note = [], ""
     if count:
         try:
             for raw in read_chosen(loc, choose(manifest, spec.name, per_task)):
-                cards.append(_card(raw, files, spec.name, summary.files_dir.name, relabelled.get(raw.key, [])))
+                cards.append(_card(raw, summary.files_dir, spec.name, relabelled.get(raw.key, [])))
         except _READ_ERRORS as err:
             note = f"could not read the shards of {spec.name} past sample {len(cards)}: {type(err).__name__}: {err}"
             summary.read_errors.append(note)
@@ -118,7 +117,7 @@ def _task_section(loc: Location, files: Location, spec: TaskSpec, per_task: int,
     return head + info + f'<div class="grid" style="{style}">' + "".join(cards) + "</div></section>"
 
 
-def _card(raw: RawSample, files: Location, task_dir: str, files_href: str, changed_labels: list[str]) -> str:
+def _card(raw: RawSample, files_dir: Path, task_dir: str, changed_labels: list[str]) -> str:
     r = raw.record
     prompt = r.get("prompt") or {}
     refs = [*(prompt.get("images") or []), r.get("target") or {}]
@@ -132,8 +131,9 @@ def _card(raw: RawSample, files: Location, task_dir: str, files_href: str, chang
             shown[member] = viewable(raw.media[member], kind)
             data, ext = full_image(raw.media[member], kind, shown[member])
             rel = f"{task_dir}/{raw.key}.{member.split('.')[0]}.{ext}"
-            files.write_bytes(rel, data)
-            fig = _figure(data_uri(shown[member], kind), role, ref.get("label") or "", f"{files_href}/{rel}", member)
+            (files_dir / task_dir).mkdir(parents=True, exist_ok=True)
+            (files_dir / rel).write_bytes(data)  # plain writes: the page, written last, is what links them
+            fig = _figure(data_uri(shown[member], kind), role, ref.get("label") or "", f"{files_dir.name}/{rel}", member)
         except _READ_ERRORS as err:
             fig = (f'<figure class="broken role-{e(role)}"><p class="error">cannot decode {e(member)}: '
                    f"{e(type(err).__name__)}: {e(err)}</p><figcaption>{e(role)}</figcaption></figure>")
