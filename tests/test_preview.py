@@ -137,6 +137,14 @@ def test_model_written_text_is_escaped(page):
     assert "&lt;i&gt;vlm&lt;/i&gt;" in text  # provenance fields are escaped too
 
 
+def rewrite_tar(path, members: list[tuple[str, bytes]]) -> None:
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
 def test_unknown_fields_of_a_newer_sample_still_render_folded(tmp_path):
     root = tmp_path / "ds"
     with DatasetWriter(str(root)) as w:
@@ -149,11 +157,7 @@ def test_unknown_fields_of_a_newer_sample_still_render_folded(tmp_path):
     record["verify"] = {"score": 0.83, "judge": "<b>vlm-judge</b>"}  # a field from a later version
     record["facts"]["flow_px"] = [1.5, 2.0]
     members[name] = json.dumps(record).encode()
-    with tarfile.open(shard, "w") as tar:
-        for n, data in members.items():
-            info = tarfile.TarInfo(n)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+    rewrite_tar(shard, list(members.items()))
     summary = write_preview(str(root), tmp_path / "p.html")
     text = (tmp_path / "p.html").read_text()
     assert summary.shown["instruction_edit"] == 1 and not summary.read_errors
@@ -350,11 +354,7 @@ def test_samples_are_found_when_a_shard_does_not_match_its_manifest_layout(tmp_p
     shard = next((root / "shards" / "edge_detection").glob("*.tar"))
     with tarfile.open(shard) as tar:
         members = [(m.name, tar.extractfile(m).read()) for m in tar]
-    with tarfile.open(shard, "w") as tar:  # rewritten by hand: samples in reverse order
-        for name, data in reversed(members):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+    rewrite_tar(shard, members[::-1])  # by hand: samples in reverse order, not where the manifest says
     summary = write_preview(str(root), tmp_path / "p.html", task="edge_detection")
     text = (tmp_path / "p.html").read_text()
     assert summary.shown == {"edge_detection": 3} and not summary.read_errors
