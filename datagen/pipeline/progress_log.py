@@ -167,11 +167,14 @@ def progress_line(c: Committed, videos: int, elapsed_s: float, samples_at_start:
 
 
 @contextmanager
-def report_progress(loc: Location, videos: int, say: Callable[[str], None], *, tty: bool | None = None,
+def report_progress(loc: Location, videos: int, say: Callable[[str], None] | None, *, tty: bool | None = None,
                     every_s: float | None = None, heartbeat_s: float = HEARTBEAT_S) -> Iterator[Committed]:
     """While the body runs, report what the output holds: a bar on a terminal, else a line
     every `every_s` seconds when something changed (every `heartbeat_s` when nothing did)
     and a last one at the end."""
+    if say is None:  # a caller without a console (the API, tests) wants no report
+        yield Committed()
+        return
     tty = sys.stderr.isatty() if tty is None else tty
     every_s = every_s if every_s is not None else (BAR_REFRESH_S if tty else LINE_EVERY_S)
     counts = Committed()

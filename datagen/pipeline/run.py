@@ -231,7 +231,7 @@ def run_pipeline(cfg: PipelineConfig, inputs: list[str], output: str, *, console
     ds = build_dataset(cfg, sources, state)
     sink = DatasetSink(output, cfg.write.limits, frozenset(state.committed_keys), cfg.write.min_rows_per_write,
                        attempt=f"{run['attempts']:03d}{uuid.uuid4().hex[:4]}")
-    with report_progress(loc, len(sources), say=lambda line: console and console.print(line, highlight=False)):
+    with report_progress(loc, len(sources), say=console and (lambda line: console.print(line, highlight=False))):
         ds.write_datasink(sink)
     stats = compute_stats(loc, stage_yields(loc, len(sources), cfg.labels),
                           {"smoke": cfg.smoke, "config_fingerprint": run["fingerprint"], "attempts": run["attempts"]})
