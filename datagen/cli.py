@@ -14,7 +14,7 @@ from datagen import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Turn raw videos into training data for image generation/editing, and train on it.")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # soft wrap: a piped log keeps one line per message
 
 
 def user_errors(fn: Callable) -> Callable:
@@ -22,10 +22,15 @@ def user_errors(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from datagen.pipeline.progress_log import user_error_message
+
         try:
             return fn(*args, **kwargs)
-        except UserError as e:
-            console.print(f"[bold red]error:[/] {e}", highlight=False)
+        except Exception as e:  # a UserError may arrive wrapped by Ray (raised in a task or an actor)
+            message = user_error_message(e)
+            if message is None:
+                raise
+            console.print(f"[bold red]error:[/] {message}", highlight=False)
             raise typer.Exit(2) from None
 
     return wrapper
@@ -111,6 +116,7 @@ def run(
     set_: List[str] = typer.Option([], "--set", help="override a config key, e.g. pairs.max_pairs_per_shot=4"),
     retry_failed: List[str] = typer.Option([], "--retry-failed", help="re-open pairs dropped for this permanent "
                                            "reason (repeatable); transient failures are always retried"),
+    verbose: bool = typer.Option(False, "--verbose", help="also print Ray Data's progress and the workers' output"),
 ):
     """Run the pipeline: videos -> pairs -> labels -> task samples -> shards."""
     from datagen.pipeline.config import load_config
@@ -119,12 +125,13 @@ def run(
 
     cfg = load_config(config, set_)
     try:
-        summary = run_pipeline(cfg, input, output, console=console, retry_failed=retry_failed)
+        summary = run_pipeline(cfg, input, output, console=console, retry_failed=retry_failed,
+                               verbose=verbose)
     except KeyboardInterrupt:
         console.print(f"interrupted: what {output} committed stays; run the same command again to resume",
                       highlight=False)
         raise typer.Exit(130) from None
-    print_summary(summary, Console())
+    print_summary(summary, Console(soft_wrap=True))
 
 
 @app.command()
@@ -132,15 +139,18 @@ def run(
 def demo(
     output: str = typer.Option("demo_out", "--output", "-o", help="dataset directory"),
     input: List[str] = typer.Option([], "--input", "-i", help="videos (default: the bundled sample clips)"),
+    verbose: bool = typer.Option(False, "--verbose", help="also print Ray Data's progress and the workers' output"),
 ):
     """Run the whole pipeline on the bundled sample videos with the CPU profile."""
     from datagen.pipeline.demo import demo_config, demo_inputs
+    from datagen.pipeline.progress_log import quiet_third_party_output
     from datagen.pipeline.report import print_summary
     from datagen.pipeline.run import run_pipeline
 
+    quiet_third_party_output(verbose)  # before the tiny models are built: they print their own bars
     cfg = demo_config(say=lambda line: console.print(line, highlight=False))
-    summary = run_pipeline(cfg, demo_inputs(input), output, console=console)
-    print_summary(summary, Console())
+    summary = run_pipeline(cfg, demo_inputs(input), output, console=console, verbose=verbose)
+    print_summary(summary, Console(soft_wrap=True))
 
 
 @app.command()
@@ -174,17 +184,17 @@ def preview(
     dataset: str = typer.Argument(...),
     out: Path = typer.Option(..., "--out", help="HTML file to write"),
     task: Optional[str] = typer.Option(None, help="only this task (id or name)"),
-    limit: int = typer.Option(24, help="samples per task"),
+    per_task: int = typer.Option(24, "--per-task", help="samples shown per task, spread over the task"),
 ):
-    """Write a self-contained HTML page of samples, prompts, labels and failures."""
+    """Write an HTML page: a grid of samples per task (thumbnails link to full images), failures by reason."""
     from datagen.preview import write_preview
 
-    summary = write_preview(dataset, out, task=task, limit=limit)
+    summary = write_preview(dataset, out, task=task, per_task=per_task)
     for note in summary.read_errors:
         console.print(f"[bold yellow]warning:[/] {note}", highlight=False)
     smoke = " (SMOKE dataset: tiny random models)" if summary.smoke else ""
-    console.print(f"wrote {summary.path}: {sum(summary.shown.values())} of {summary.samples_in_dataset} samples, "
-                  f"{summary.failures} failure rows{smoke}", highlight=False)
+    console.print(f"wrote {summary.path} (full images in {summary.files_dir}/): {sum(summary.shown.values())} of "
+                  f"{summary.samples_in_dataset} samples, {summary.failures} failure rows{smoke}", highlight=False)
 
 
 @app.command()

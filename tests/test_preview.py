@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import io
+import json
+import tarfile
 from collections import Counter, defaultdict
 from html.parser import HTMLParser
 
@@ -18,6 +20,7 @@ from datagen.io.synthetic import make_sample
 from datagen.io.tables import write_stats
 from datagen.preview import write_preview
 from datagen.preview.images import false_colour, overlay_mask
+from datagen.preview.select import spread
 from schemas.sample import Provenance
 from schemas.tasks import TASKS
 from tests.chromium import chromium_path, render
@@ -27,11 +30,12 @@ SMOKE_YELLOW = (255, 212, 0)
 
 
 class PageParts(HTMLParser):
-    """Collects what the tests look at: image sources, sample cards per task section, figure classes."""
+    """Collects what the tests look at: image sources, links, sample cards per task section, figure classes."""
 
     def __init__(self, page: str):
         super().__init__()
         self.img_srcs: list[str] = []
+        self.links: list[str] = []  # hrefs inside sample cards
         self.cards: dict[str, list[str]] = defaultdict(list)  # section id -> sample keys
         self.figures: dict[str, Counter] = defaultdict(Counter)  # sample key -> figure classes
         self.tags: Counter = Counter()
@@ -44,12 +48,14 @@ class PageParts(HTMLParser):
         if tag == "img":
             self.img_srcs.append(a.get("src", ""))
         elif tag == "section":
-            self._section = a.get("id")
+            self._section, self._card = a.get("id"), None
         elif tag == "article":
             self._card = a["id"]
             self.cards[self._section].append(self._card)
         elif tag == "figure" and self._card:
             self.figures[self._card][a.get("class")] += 1
+        elif tag == "a" and self._card:
+            self.links.append(a["href"])
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +88,7 @@ def page(dataset, tmp_path_factory):
     return out, out.read_text("utf-8"), summary
 
 
-def test_page_shows_every_task_sample_images_prompts_and_provenance(page):
+def test_page_shows_every_task_as_a_grid_of_cards_with_folded_facts(page):
     path, text, summary = page
     parts = PageParts(text)
     assert summary.samples_in_dataset == 19 and summary.failures == 3 and summary.smoke
@@ -93,22 +99,33 @@ def test_page_shows_every_task_sample_images_prompts_and_provenance(page):
         roles = parts.figures[keys[0]]
         assert sum(roles.values()) >= n_inputs + 1  # every input and the target
         assert roles["role-target"] == 1
+    edit = parts.figures[parts.cards["task-instruction_edit"][1]]
+    assert edit == Counter({"role-canvas": 1, "role-target": 1})  # A -> B
+    assert 'role-canvas"><a href' in text and '<span class="arrow">→</span>' in text
     seg_key = parts.cards["task-referring_segmentation"][0]
     assert parts.figures[seg_key]["role-overlay"] == 1  # the mask drawn over the canvas
+    assert text.count("<details><summary>facts</summary>") == 19  # facts folded, one per card
     assert "datagen-synthetic" in text and "synthetic test data" in text  # provenance and context
-    # failure reasons, grouped and counted; per-stage counts from stats.json beside the drops
-    assert "<td>ingest</td><td>not_a_video</td><td>2</td>" in text
-    assert "<td>caption</td><td>invalid_json</td><td>1</td>" in text
+    # failure reasons, grouped, counted, with their kind and examples; per-stage counts beside the drops
+    assert "<td>ingest</td><td>not_a_video</td><td>permanent</td><td>2</td>" in text
+    assert "<td>caption</td><td>invalid_json</td><td>permanent</td><td>1</td>" in text
+    assert "<li>file:///v/notes.txt: no video stream</li>" in text
     assert "<td>ingest</td><td>3</td><td>2</td><td>not_a_video=2</td>" in text
     assert "SMOKE: labels from tiny random models" in text
 
 
-def test_page_is_self_contained(page):
-    _, text, _ = page
+def test_thumbnails_are_inline_and_link_to_full_images_beside_the_page(page):
+    path, text, summary = page
     parts = PageParts(text)
     assert len(parts.img_srcs) > 30
     assert all(src.startswith("data:image/") for src in parts.img_srcs)
     assert "Content-Security-Policy" in text
+    assert len(parts.links) >= 19 * 1 and all(h.startswith(f"{summary.files_dir.name}/") for h in parts.links)
+    for href in parts.links:
+        full = path.parent / href
+        assert Image.open(full).size == (80, 60), href  # the full image, not the thumbnail
+    depth = next(h for h in parts.links if "/depth_estimation/" in h and ".target." in h)
+    assert Image.open(path.parent / depth).mode == "RGB"  # 16-bit depth linked false-coloured
 
 
 def test_model_written_text_is_escaped(page):
@@ -120,6 +137,35 @@ def test_model_written_text_is_escaped(page):
     assert "&lt;i&gt;vlm&lt;/i&gt;" in text  # provenance fields are escaped too
 
 
+def rewrite_tar(path, members: list[tuple[str, bytes]]) -> None:
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def test_unknown_fields_of_a_newer_sample_still_render_folded(tmp_path):
+    root = tmp_path / "ds"
+    with DatasetWriter(str(root)) as w:
+        w.add(make_sample(1))
+    shard = next((root / "shards" / "instruction_edit").glob("*.tar"))
+    with tarfile.open(shard) as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar}
+    name = next(n for n in members if n.endswith(".json"))
+    record = json.loads(members[name])
+    record["verify"] = {"score": 0.83, "judge": "<b>vlm-judge</b>"}  # a field from a later version
+    record["facts"]["flow_px"] = [1.5, 2.0]
+    members[name] = json.dumps(record).encode()
+    rewrite_tar(shard, list(members.items()))
+    summary = write_preview(str(root), tmp_path / "p.html")
+    text = (tmp_path / "p.html").read_text()
+    assert summary.shown["instruction_edit"] == 1 and not summary.read_errors
+    other = text[text.index("other fields"):]
+    assert "<th>verify</th>" in other and "0.83" in other and "&lt;b&gt;vlm-judge" in other
+    assert "<th>flow_px</th><td>[1.5, 2.0]</td>" in text
+
+
 def test_relabelled_samples_are_marked(tmp_path):
     with DatasetWriter(str(tmp_path / "ds"), dataset_version=2) as w:
         w.add(make_sample(6, pair=0), changed_labels=["depth"])
@@ -129,19 +175,23 @@ def test_relabelled_samples_are_marked(tmp_path):
     assert text.count("relabelled: depth") == 1
 
 
-def test_limit_and_task_filter(dataset, tmp_path):
+def test_per_task_spreads_over_the_task_and_task_filter(dataset, tmp_path):
     out = tmp_path / "p.html"
-    summary = write_preview(str(dataset), out, limit=1)
+    summary = write_preview(str(dataset), out, per_task=1)
     assert set(summary.shown.values()) == {1} and len(summary.shown) == len(TASKS)
+    summary = write_preview(str(dataset), out, task="instruction_edit", per_task=2)
+    keys = PageParts(out.read_text()).cards["task-instruction_edit"]
+    assert [k.split("_p")[1][:4] for k in keys] == ["0000", "0002"]  # first and last, not the first two
+    assert spread(10, 3) == [0, 4, 9] and spread(2, 5) == [0, 1]
     for ref in ("depth_estimation", "6"):
-        summary = write_preview(str(dataset), out, task=ref, limit=5)
+        summary = write_preview(str(dataset), out, task=ref, per_task=5)
         assert summary.shown == {"depth_estimation": 2}
         assert list(PageParts(out.read_text()).cards) == ["task-depth_estimation"]
 
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"task": "painting"}, "valid tasks: 0=text_to_image"),
-    ({"limit": 0}, "--limit must be at least 1"),
+    ({"per_task": 0}, "--per-task must be at least 1"),
 ])
 def test_bad_arguments_are_user_errors(dataset, tmp_path, kwargs, message):
     with pytest.raises(UserError, match=message):
@@ -194,7 +244,7 @@ def test_mask_overlay_tints_only_the_masked_region():
 
 def test_cli_writes_the_page_and_reports_errors_in_one_line(dataset, tmp_path):
     out = tmp_path / "cli.html"
-    ok = CliRunner().invoke(app, ["preview", str(dataset), "--out", str(out), "--limit", "2"])
+    ok = CliRunner().invoke(app, ["preview", str(dataset), "--out", str(out), "--per-task", "2"])
     assert ok.exit_code == 0, ok.output
     assert out.stat().st_size > 10_000
     bad = CliRunner().invoke(app, ["preview", str(dataset), "--out", str(out), "--task", "nope"])
@@ -235,3 +285,77 @@ def test_chromium_check_catches_errors_and_blank_pages(tmp_path):
     assert any("missing_fn" in m for m in shown.console_errors)
     assert shown.broken_images == 1
     assert screenshot_spread(shown.screenshot_png) < 1
+
+
+GRID_COLUMNS_JS = """(() => { const s = document.querySelector('#task-instruction_edit .grid');
+  const tops = [...s.querySelectorAll('article')].map(a => a.offsetTop);
+  return tops.filter(t => t === tops[0]).length; })()"""
+FOLDED_JS = "[...document.querySelectorAll('details')].filter(d => d.open).length"
+
+
+@needs_chromium
+def test_chromium_shows_the_cards_as_a_grid_with_facts_folded(page):
+    path, _, _ = page
+    shown = render(path.as_uri(), probes={"columns": GRID_COLUMNS_JS, "open_details": FOLDED_JS})
+    assert shown.values["columns"] == 3  # the three edit cards share one row at 1280 px
+    assert shown.values["open_details"] == 0
+
+
+@pytest.fixture(scope="module")
+def big_dataset(tmp_path_factory):
+    """10,000 samples over every task and 30,000 failure rows over ten reasons."""
+    from datagen.io.shards import write_failures
+    from datagen.io.synthetic import write_many_samples
+
+    root = tmp_path_factory.mktemp("big") / "ds"
+    write_many_samples(str(root), 10_000)
+    reasons = ["not_a_video", "truncated", "corrupt", "too_short", "too_small", "audio_only", "no_pairs",
+               "invalid_json", "refusal", "backend_error"]
+    write_failures(Location.parse(str(root)), [
+        {"input_uri": f"file:///corpus/v{i}.mp4", "video_id": f"v{i}", "key": None, "stage": "ingest",
+         "reason": reasons[i % len(reasons)], "detail": "x" * 200} for i in range(30_000)])
+    write_stats(Location.parse(str(root)), {"smoke": True, "stages": {}})
+    return root
+
+
+@pytest.fixture(scope="module")
+def big_page(big_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("big_page") / "big.html"
+    return out, write_preview(str(big_dataset), out)
+
+
+@pytest.mark.slow
+def test_preview_of_10000_samples_is_a_few_mb(big_page):
+    out, summary = big_page
+    size_bytes = out.stat().st_size
+    print(f"preview_page_10000_samples: {size_bytes / 1e6:.2f} MB")
+    assert summary.samples_in_dataset == 10_000 and summary.failures == 30_000
+    assert sum(summary.shown.values()) == 24 * len(TASKS)
+    assert size_bytes <= 5_000_000, size_bytes
+    text = out.read_text()
+    assert text.count('<ul class="examples">') == 10 and text.count("<li>") == 30  # 3 examples per reason
+
+
+@pytest.mark.slow
+@needs_chromium
+def test_chromium_renders_the_10000_sample_preview_as_a_grid(big_page):
+    out, _ = big_page
+    shown = render(out.as_uri(), probes={"columns": GRID_COLUMNS_JS})
+    assert shown.console_errors == [] and shown.broken_images == 0 and shown.images > 400
+    assert shown.values["columns"] >= 3
+    assert screenshot_spread(shown.screenshot_png) > 20
+
+
+def test_samples_are_found_when_a_shard_does_not_match_its_manifest_layout(tmp_path):
+    root = tmp_path / "ds"
+    with DatasetWriter(str(root)) as w:
+        for pair in range(3):
+            w.add(make_sample(7, pair=pair))
+    shard = next((root / "shards" / "edge_detection").glob("*.tar"))
+    with tarfile.open(shard) as tar:
+        members = [(m.name, tar.extractfile(m).read()) for m in tar]
+    rewrite_tar(shard, members[::-1])  # by hand: samples in reverse order, not where the manifest says
+    summary = write_preview(str(root), tmp_path / "p.html", task="edge_detection")
+    text = (tmp_path / "p.html").read_text()
+    assert summary.shown == {"edge_detection": 3} and not summary.read_errors
+    assert all(f"edge_detection sample {p}" in text for p in range(3))

@@ -96,3 +96,40 @@ def make_labelled_pair_row(video_id: str = "vidA", shot: int = 0, pair: int = 0,
         "pairs_in_video": 1,
         C.FAILED_STAGE: None, C.FAILED_REASON: None, C.FAILED_DETAIL: None,
     }
+
+
+def photo_like_media(task_id: int, width: int = 160, height: int = 120, assets_per_sample: int = 2) -> dict[str, bytes]:
+    """One sample's members with photo-like content (smooth texture, smooth depth, Canny
+    edges), so encoded sizes and thumbnails weigh what real ones do."""
+    import cv2
+
+    from datagen.video.synthetic import texture
+
+    spec = TASK_BY_ID[task_id]
+    rgb = texture(height, width, seed=task_id)
+    arrays = {ImageKind.rgb: rgb, ImageKind.edge: cv2.Canny(rgb, 80, 160),
+              ImageKind.depth16: np.tile(np.linspace(0, 65535, width, dtype=np.uint16), (height, 1)),
+              ImageKind.mask: (cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) > 128).astype(np.uint8) * 255}
+    media = {input_member(i, s.kind): encode_image(arrays[s.kind], s.kind)
+             for i, s in enumerate(input_slots(spec, assets_per_sample))}
+    media[target_member(spec.target)] = encode_image(arrays[spec.target], spec.target)
+    return media
+
+
+def write_many_samples(url: str, samples: int, width: int = 160, height: int = 120) -> None:
+    """`samples` samples spread over every task and 97 videos; the media of one task are
+    encoded once and shared (only keys and sources differ), so 10,000 take seconds."""
+    import dataclasses
+
+    from datagen.io.shards import DatasetWriter
+    from schemas.tasks import TASKS
+
+    with DatasetWriter(url) as w:
+        for spec in TASKS:
+            template = make_sample(spec.id, width=width, height=height).record
+            media = photo_like_media(spec.id, width, height)
+            for n in range(samples // len(TASKS) + (spec.id < samples % len(TASKS))):
+                video, pair = f"vid{n % 97:03d}", n // 97
+                source = dataclasses.replace(template.source, video_id=video, pair=pair)
+                w.add(Sample(dataclasses.replace(template, key=sample_key(video, 0, pair, spec.id), source=source),
+                             media))

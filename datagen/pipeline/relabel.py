@@ -28,6 +28,7 @@ from datagen import UserError
 from datagen.config import apply_overrides, from_dict, load_yaml, to_dict
 from datagen.io.pair_store import changes as read_changes
 from datagen.io.pair_store import decode_pair, has_pair_store, iter_pairs, read_chunks, read_pair_index
+from datagen.io.card import write_card
 from datagen.io.shards import FAILURES_DIR, SHARDS_DIR, manifest_part_path, write_parquet
 from datagen.io.storage import Location
 from datagen.io.tables import compute_stats, read_manifest, read_stats, write_stats
@@ -216,6 +217,7 @@ def relabel(input_url: str, output_url: str, stages: list[str], cfg: PipelineCon
                           {"smoke": old_stats.get("smoke", False) or cfg.smoke, "relabel": relabel_info,
                            "attempts": run["attempts"]})
     write_stats(dst, stats)
+    write_card(dst, stats)
     return RelabelSummary(dst.url, stages, plan, rebuilt, copied, len(index["pair_key"]), changed,
                           relabel_info["keys"], failures, resumed, stats, time.time() - t0)
 

@@ -1,9 +1,12 @@
-"""What a run prints at the end: where the dataset is, per-stage yields, per-task counts."""
+"""What a run prints at the end: the smoke mark, per-stage yields, per-task counts, where the
+dataset is and the next commands. Borderless tables: a piped log stays short and greppable."""
 from __future__ import annotations
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from datagen.io.card import CARD_FILE, card_configs
 from datagen.pipeline.outcome import outcome_lines
 from datagen.pipeline.run import RunSummary
 
@@ -12,7 +15,7 @@ def print_summary(summary: RunSummary, console: Console) -> None:
     st = summary.stats
     if st.get("smoke"):
         console.print("[bold yellow]SMOKE DATASET[/]: labels come from tiny random models, not real ones")
-    y = Table(title="stage yields")
+    y = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     for c in ("stage", "in", "out", "dropped by reason"):
         y.add_column(c)
     for stage, s in st["stages"].items():
@@ -20,15 +23,15 @@ def print_summary(summary: RunSummary, console: Console) -> None:
         extra = f" ({s['pairs']} pairs)" if "pairs" in s else ""
         y.add_row(stage, str(s.get("in", "-")), f"{s.get('out', '-')}{extra}", dropped)
     console.print(y)
-    t = Table(title="samples per task")
-    t.add_column("task")
-    t.add_column("samples", justify="right")
-    for name, n in st["tasks"].items():
-        t.add_row(name, str(n))
-    console.print(t)
+    tasks = " · ".join(f"{name} {n}" for name, n in st["tasks"].items()) or "none"
+    console.print(f"samples per task: {tasks}", highlight=False)
     for line in outcome_lines(st["outcome"]):
         console.print(line, highlight=False)
-    console.print(f"dataset: {summary.output}  ({st['samples']} samples, {st['failures']} failure rows, "
+    out = summary.output
+    console.print(f"dataset: {out}  ({st['samples']} samples, {st['failures']} failure rows, "
                   f"{summary.seconds:.0f} s{', resumed' if summary.resumed else ''})", highlight=False)
-    console.print(f"check it: datagen validate {summary.output}   look at it: datagen preview {summary.output} "
-                  f"--out preview.html", highlight=False)
+    first = next((c["config_name"] for c in card_configs(st["tasks"])), None)
+    if first:
+        console.print(f"card: {out}/{CARD_FILE}; load a task: datasets.load_dataset({out!r}, {first!r})",
+                      highlight=False)
+    console.print(f"next: datagen validate {out} · datagen preview {out} --out preview.html", highlight=False)

@@ -27,6 +27,8 @@ from datagen.io.faults import StorageFailed
 from datagen.pipeline.commit import clean_partial_writes
 from datagen.pipeline.outcome import run_outcome
 from datagen.pipeline.progress import ResumeClient, ResumeState, read_progress
+from datagen.io.card import write_card
+from datagen.pipeline.progress_log import quiet_third_party_output, report_progress
 from datagen.pipeline.sink import DatasetSink
 from datagen.redact import redact
 from datagen.video.sources import SOURCE_POS, check_sources
@@ -167,13 +169,15 @@ def build_dataset(cfg: PipelineConfig, sources, resume: ResumeState | ResumeClie
     return ds
 
 
-def init_ray(cfg: PipelineConfig) -> None:
+def init_ray(cfg: PipelineConfig, verbose: bool = True) -> None:
     import ray
 
     if ray.is_initialized():
         return
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
-    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
+    # workers' own output (and their tracebacks) stays in the session's log files unless --verbose
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": verbose,
+                              "logging_level": "info" if verbose else "error"}
     if not address:
         kwargs.update(num_cpus=cfg.ray.num_cpus, object_store_memory=cfg.ray.object_store_memory_bytes)
     # "local" starts a fresh instance: a bare ray.init() would join any cluster this machine
@@ -260,7 +264,7 @@ def permanent_reasons(names: list[str]) -> frozenset[str]:
 
 
 def run_pipeline(cfg: PipelineConfig, inputs: list[str], output: str, *, console=None,
-                 retry_failed: list[str] = ()) -> RunSummary:
+                 retry_failed: list[str] = (), verbose: bool = True) -> RunSummary:
     t0 = time.time()
     reopen = permanent_reasons(list(retry_failed))
     loc = Location.parse(output)
@@ -270,7 +274,8 @@ def run_pipeline(cfg: PipelineConfig, inputs: list[str], output: str, *, console
     removed = clean_partial_writes(loc, run["attempt_ids"])
     opts = cfg.ingest.storage_options
     sources = check_sources([inputs] if isinstance(inputs, str) else inputs, opts)
-    init_ray(cfg)
+    quiet_third_party_output(verbose)
+    init_ray(cfg, verbose)
     listing = source_dataset(sources, cfg.ingest.resources.batch_size, **opts)
     ds = build_dataset(cfg, listing, resume := ResumeClient.start(output, reopen))
     if console:
@@ -282,8 +287,10 @@ def run_pipeline(cfg: PipelineConfig, inputs: list[str], output: str, *, console
     sink = DatasetSink(output, cfg.write.limits, cfg.write.min_rows_per_write,
                        attempt=run["attempt"],
                        storage_retries=cfg.write.storage_retries, storage_backoff_s=cfg.write.storage_backoff_s)
+    say = console and (lambda line: console.print(line, highlight=False))
     try:
-        ds.write_datasink(sink)
+        with report_progress(loc, lambda: resume.summary()["videos_listed"], say=say):
+            ds.write_datasink(sink)
     except Exception as e:
         failure = _storage_failure(e)
         if failure is None:
@@ -295,4 +302,5 @@ def run_pipeline(cfg: PipelineConfig, inputs: list[str], output: str, *, console
                           {"smoke": cfg.smoke, "config_fingerprint": run["fingerprint"], "attempts": run["attempts"],
                            "outcome": run_outcome(loc)})
     write_stats(loc, stats)
+    write_card(loc, stats)
     return RunSummary(loc.url, stats, time.time() - t0, resumed)

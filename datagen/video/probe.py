@@ -41,7 +41,7 @@ class ProbeLimits:
     min_side_px: int = 32  # smaller than a thumbnail: nothing to learn from
     max_side_px: int = 8192  # 8K; larger is a broken header or a panorama we cannot decode cheaply
     max_aspect: float = 5.0  # wider than 5:1 is a banner or a corrupt header, not footage
-    min_frames: int = 2  # one frame is a still image
+    min_frames: int = 2  # a pair needs two distinct frames
     truncation_tolerance_s: float = 1.0  # containers round durations; a bigger shortfall is a cut-off file
 
 
@@ -111,15 +111,14 @@ def probe(path: str, limits: ProbeLimits = ProbeLimits()) -> ProbeInfo:
     try:
         container = av.open(path)
     except av.FFmpegError as e:
-        with open(path, "rb") as f:
-            head = f.read(12)
-        if head[4:8] == b"ftyp" or head.startswith(VIDEO_MAGIC[:-1]):
-            raise VideoError("truncated", f"container header present but unreadable: {e}") from None
-        raise VideoError("not_a_video", f"no readable container: {e}") from None
+        raise _unopenable(path, size, e) from None
     with container:
         if not container.streams.video:
             if container.streams.audio:
                 raise VideoError("audio_only", f"{len(container.streams.audio)} audio stream(s), no video stream")
+            if not container.streams:  # a container that lists no stream at all: its index is damaged
+                raise VideoError("corrupt", f"format {container.format.name} opened but lists no stream "
+                                            "(damaged index)")
             raise VideoError("not_a_video", f"format {container.format.name} has no video stream")
         if container.format.name in IMAGE_FORMATS:
             raise VideoError("not_a_video", f"a still image ({container.format.name})")
@@ -129,12 +128,14 @@ def probe(path: str, limits: ProbeLimits = ProbeLimits()) -> ProbeInfo:
             raise VideoError("unsupported_codec", f"no decoder for the video stream (codec tag {getattr(ctx, 'codec_tag', '?')!r})")
         width, height = int(ctx.width or 0), int(ctx.height or 0)
         lo, hi = min(width, height), max(width, height)
-        if lo < limits.min_side_px or hi > limits.max_side_px or hi > limits.max_aspect * max(lo, 1):
-            raise VideoError("absurd_dimensions", f"{width}x{height} (limits: sides {limits.min_side_px}-"
+        if lo < limits.min_side_px:
+            raise VideoError("too_small", f"{width}x{height}: a side under {limits.min_side_px} px")
+        if hi > limits.max_side_px or hi > limits.max_aspect * max(lo, 1):
+            raise VideoError("absurd_dimensions", f"{width}x{height} (limits: sides up to "
                              f"{limits.max_side_px} px, aspect <= {limits.max_aspect})")
         pts, keys = _frame_table(container, stream)
         if len(pts) < limits.min_frames:
-            raise VideoError("not_a_video", f"{len(pts)} frame(s): a still image, not footage")
+            raise VideoError("too_short", f"{len(pts)} frame(s); a pair needs at least {limits.min_frames}")
         tb = float(stream.time_base)
         last_s = float(pts[-1] - pts[0]) * tb
         declared_s = _declared_duration_s(container, stream)
@@ -151,6 +152,42 @@ def probe(path: str, limits: ProbeLimits = ProbeLimits()) -> ProbeInfo:
                          vfr=vfr, duration_s=round(span_s + (1.0 / fps if fps else 0.0), 4), num_frames=len(pts),
                          bit_depth=bit_depth, pix_fmt=fmt.name if fmt is not None else "", size_bytes=size,
                          time_base=tb, frame_pts=pts, keyframe_pts=keys)
+
+
+def _unopenable(path: str, size: int, err: Exception) -> VideoError:
+    """Why FFmpeg cannot open a file: cut short, damaged, or not a video container at all."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+    if head[4:8] == b"ftyp":  # MP4/MOV: its top-level boxes say whether the file ends too early
+        cut = _mp4_boxes_run_past_end(path, size)
+        reason = "truncated" if cut else "corrupt"
+        return VideoError(reason, f"MP4 {'cut short: a box runs past the end' if cut else 'damaged'}: {err}")
+    if head.startswith(b"RIFF"):  # AVI: the RIFF header declares the file's size
+        cut = int.from_bytes(head[4:8], "little") + 8 > size
+        return VideoError("truncated" if cut else "corrupt", f"AVI {'cut short' if cut else 'damaged'}: {err}")
+    if head.startswith(VIDEO_MAGIC[:-1]):
+        return VideoError("corrupt", f"container header present but unreadable (damaged or cut short): {err}")
+    return VideoError("not_a_video", f"no readable container: {err}")
+
+
+def _mp4_boxes_run_past_end(path: str, size: int) -> bool:
+    """Walk the top-level boxes: True when one declares more bytes than the file has left."""
+    pos = 0
+    with open(path, "rb") as f:
+        while pos + 8 <= size:
+            f.seek(pos)
+            head = f.read(16)
+            box_bytes, kind = int.from_bytes(head[:4], "big"), head[4:8]
+            if box_bytes == 1 and len(head) == 16:
+                box_bytes = int.from_bytes(head[8:16], "big")
+            if box_bytes == 0:  # "to the end of the file"
+                return False
+            if box_bytes < 8 or not kind.isascii() or not kind.decode("ascii").isprintable():
+                return False  # garbage where a box should start: damaged, not cut
+            if pos + box_bytes > size:
+                return True
+            pos += box_bytes
+    return False
 
 
 def _frame_table(container, stream) -> tuple[np.ndarray, np.ndarray]:
