@@ -216,6 +216,8 @@ def relabel(input_url: str, output_url: str, stages: list[str], cfg: PipelineCon
                           {"smoke": old_stats.get("smoke", False) or cfg.smoke, "relabel": relabel_info,
                            "attempts": run["attempts"]})
     write_stats(dst, stats)
+    # hook: the new version's dataset card (`write_card(dst, stats)` of datagen/io/card.py, branch ux,
+    # which `datagen run` calls the same way) belongs here, once that module is merged
     return RelabelSummary(dst.url, stages, plan, rebuilt, copied, len(index["pair_key"]), changed,
                           relabel_info["keys"], failures, resumed, stats, time.time() - t0)
 
