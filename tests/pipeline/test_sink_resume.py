@@ -79,7 +79,7 @@ def test_kill_before_the_commit_record_rolls_the_attempt_back(tmp_path, monkeypa
     assert len(keys_of(loc)) == 18  # shards and manifest parts of the attempt are there, uncommitted
     assert clean_partial_writes(loc, ["002abcd"]) == []  # another attempt's files: not ours to judge
     removed = clean_partial_writes(loc, ["001abcd"])
-    assert {r.split("/")[0] for r in removed} == {"shards", "manifest"} and keys_of(loc) == []
+    assert {r.split("/")[0] for r in removed} == {"shards", "manifest", "pairs"} and keys_of(loc) == []
     assert ResumeState.load(loc).done_pairs == set()
     counts = write(loc, rows, prefix="002abcd-00000-w0000000b-")
     assert counts["samples"] == 18
