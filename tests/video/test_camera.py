@@ -19,7 +19,7 @@ CLIPS = {  # (expected class, segment): content sliding left is the camera panni
     "zoom_out": ("zoom_out", Segment("zoom", 72, speed_px=-4, seed=4)),
     # a still camera and an object covering half or more of the frame height: RANSAC's inliers
     # drop near or under half, which used to read as "the camera moves irregularly"
-    "big_object": ("static", Segment("object", 72, speed_px=2, seed=5, object_frac=0.8)),  # (no wrap round)
+    "big_object": ("static", Segment("object", 72, speed_px=1.5, seed=5, object_frac=0.8)),  # (no wrap round)
     "big_object_slow": ("static", Segment("object", 72, speed_px=1.5, seed=6, object_frac=0.55)),
 }
 
