@@ -25,7 +25,8 @@ def print_summary(summary: RunSummary, console: Console) -> None:
     console.print(y)
     tasks = " · ".join(f"{name} {n}" for name, n in st["tasks"].items()) or "none"
     console.print(f"samples per task: {tasks}", highlight=False)
-    for line in outcome_lines(st["outcome"]):
+    # pending and dropped pairs; the committed count is on the dataset line below. Older stats.json have none.
+    for line in outcome_lines(st["outcome"])[1:] if "outcome" in st else []:
         console.print(line, highlight=False)
     out = summary.output
     console.print(f"dataset: {out}  ({st['samples']} samples, {st['failures']} failure rows, "

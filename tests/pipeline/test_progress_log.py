@@ -12,7 +12,7 @@ from datagen import UserError
 from datagen.io.shards import DatasetWriter
 from datagen.io.storage import Location
 from datagen.io.synthetic import make_sample
-from datagen.pipeline.progress import write_progress
+from datagen.pipeline.commit import write_commit_record
 from datagen.pipeline.progress_log import Committed, report_progress, user_error_message
 from tests.pipeline.conftest import REAL_VIDEOS
 
@@ -25,9 +25,9 @@ def commit(root, video: str, pairs: int, of: int) -> None:
             w.add(make_sample(1, video_id=video, pair=p))
         w.add_failure(input_uri=f"file:///{video}.mp4", video_id=video, stage="caption", reason="invalid_json",
                       detail="")
-    write_progress(Location.parse(str(root)), [
+    write_commit_record(Location.parse(str(root)), f"{video}-", [
         {"pair_key": f"{video}/0/{p}", "video_id": video, "video_uri": f"file:///{video}.mp4", "pairs_in_video": of}
-        for p in range(pairs)], prefix=f"{video}-")
+        for p in range(pairs)])
 
 
 def test_committed_counts_each_table_part_once_and_videos_when_all_their_pairs_are_done(tmp_path):
@@ -38,8 +38,8 @@ def test_committed_counts_each_table_part_once_and_videos_when_all_their_pairs_a
     c.update(loc)
     c.update(loc)  # parts already read are not counted again
     assert (c.samples, c.pairs_done, c.failures, c.videos_done) == (3, 3, 2, 1)
-    write_progress(loc, [{"pair_key": None, "video_id": "vc", "video_uri": "file:///vc.mp4",
-                          "pairs_in_video": None}], prefix="vc-")  # a video that failed as a whole
+    write_commit_record(loc, "vc-", [{"pair_key": None, "video_id": "vc", "video_uri": "file:///vc.mp4",
+                                      "pairs_in_video": None}])  # a video that failed as a whole
     c.update(loc)
     assert c.videos_done == 2
 
@@ -147,7 +147,8 @@ def test_run_summary_is_short_and_names_the_card_and_next_commands():
     stages = {"ingest+shots+pairs": {"in": 3, "out": 2, "pairs": 15, "dropped": {"not_a_video": 1}},
               **{s: {"in": 15, "out": 15, "dropped": {}} for s in ("caption", "segment", "depth", "edges")},
               "assemble": {"in": 15, "dropped": {}}}
-    stats = {"smoke": True, "stages": stages, "tasks": {t.name: 15 for t in TASKS}, "samples": 135, "failures": 1}
+    stats = {"smoke": True, "stages": stages, "tasks": {t.name: 15 for t in TASKS}, "samples": 135, "failures": 1,
+             "outcome": {"committed_samples": 135, "pending_retry": {"backend_error": 2}, "dropped": {"not_a_video": 1}}}
     buf = io.StringIO()
     print_summary(RunSummary("/data/ds", stats, 61.0, False), Console(file=buf, width=100, soft_wrap=True))
     lines = buf.getvalue().splitlines()
@@ -156,4 +157,5 @@ def test_run_summary_is_short_and_names_the_card_and_next_commands():
     assert any("not_a_video=1" in line for line in lines)
     assert "samples per task: text_to_image 15 · instruction_edit 15" in buf.getvalue()
     assert "card: /data/ds/README.md; load a task: datasets.load_dataset('/data/ds', 'text_to_image')" in lines
+    assert "pending retry: 2 (backend_error=2): run the same command again to retry them" in lines
     assert lines[-1] == "next: datagen validate /data/ds · datagen preview /data/ds --out preview.html"
