@@ -127,7 +127,7 @@ class PairStoreWriter:
                               for p in loc.glob(f"{PAIRS_DIR}/{prefix}*.tar")
                               if posixpath.basename(p)[len(prefix):-len(".tar")].isdigit()), default=-1)
         self._tar: tarfile.TarFile | None = None
-        self._file = self._tmp = self._rel = None
+        self._staged = self._rel = None
         self._rows: list[dict] = []
         self._bytes = 0
 
@@ -140,10 +140,8 @@ class PairStoreWriter:
         if self._tar is None:
             self._rel = f"{PAIRS_DIR}/{self.prefix}{self.index:06d}.tar"
             self.index += 1
-            self.loc.makedirs(PAIRS_DIR)
-            self._tmp = f"{self.loc.path(self._rel)}.tmp-{uuid.uuid4().hex[:12]}"
-            self._file = self.loc.open_abs(self._tmp, "wb")
-            self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.USTAR_FORMAT)
+            self._staged = self.loc.stage(self._rel)  # one PUT on object stores, a renamed temp file on disk
+            self._tar = tarfile.open(fileobj=self._staged.file, mode="w", format=tarfile.USTAR_FORMAT)
         pk = doc["pair_key"]
         start = self._tar.offset
         for name, data in members.items():
@@ -168,23 +166,18 @@ class PairStoreWriter:
         if self._tar is None:
             return
         self._tar.close()
-        self._file.close()
-        self.loc.rename_abs(self._tmp, self.loc.path(self._rel))
+        self._staged.commit()
         buf = pa.BufferOutputStream()
         pq.write_table(pa.Table.from_pylist(self._rows, schema=PAIR_INDEX_SCHEMA), buf, compression="zstd")
         self.loc.write_bytes(index_part(self._rel), buf.getvalue().to_pybytes())
-        self._tar = self._file = None
+        self._tar = self._staged = None
         self._rows, self._bytes = [], 0
 
     def abort(self) -> None:
         if self._tar is None:
             return
-        self._file.close()
-        self._tar = self._file = None
-        try:
-            self.loc.fs.rm_file(self._tmp)
-        except (FileNotFoundError, OSError):
-            pass
+        self._staged.abort()
+        self._tar = self._staged = None
 
     def __enter__(self) -> "PairStoreWriter":
         return self

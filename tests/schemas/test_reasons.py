@@ -19,7 +19,9 @@ ROOT = Path(__file__).resolve().parents[2]
 SOURCES = sorted(p for d in ("stages", "datagen") for p in (ROOT / d).rglob("*.py"))
 # call -> index of its reason argument
 REASON_ARG = {"fail": 2, "mark_failed": 3, "VideoError": 0, "Verdict": 1}
-FORWARDED = {"e.reason", "reason", "verdict.reason", "f['reason']", "row.get(C.FAILED_REASON)", "f[C.FAILED_REASON]"}
+# expressions that pass on a reason some other stage already emitted (and this scan found there)
+FORWARDED = {"e.reason", "reason", "verdict.reason", "f['reason']", "k['reason']", "row.get(C.FAILED_REASON)",
+             "f[C.FAILED_REASON]"}
 
 
 def _strings(node: ast.AST) -> list[str]:
