@@ -33,7 +33,6 @@ REASONS: dict[str, Kind] = {
     # shots / pairs
     "shots_error": PERMANENT,
     "no_pairs": PERMANENT,
-    "discontinuous": PERMANENT,  # a candidate pair whose content jumps between its frames (counted in no_pairs' detail)
     "pairs_error": PERMANENT,
     # caption: the model's answer, after its retries
     "bad_image": PERMANENT,

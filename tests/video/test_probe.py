@@ -44,9 +44,16 @@ def audio_only(path: Path) -> Path:
 
 def flipped(path: Path, start_fraction: float, n: int, seed: int = 0) -> Path:
     data = bytearray(clip(path.with_suffix(".src.mp4")).read_bytes())
+    # A flipped size field of a top-level box reads exactly like a file cut short (the box
+    # runs past the end), so the flips spare those 8-byte headers: this pins damage elsewhere.
+    headers, pos = set(), 0
+    while pos + 8 <= len(data) and (box := int.from_bytes(data[pos:pos + 4], "big")) >= 8:
+        headers.update(range(pos, pos + 8))
+        pos += box
     rng = np.random.default_rng(seed)
     for i in rng.integers(int(len(data) * start_fraction), len(data), n):
-        data[i] ^= 1 << int(rng.integers(0, 8))
+        if int(i) not in headers:
+            data[i] ^= 1 << int(rng.integers(0, 8))
     path.write_bytes(bytes(data))
     return path
 
