@@ -22,11 +22,11 @@ from datagen.config import to_dict
 from datagen.io.storage import Location
 from datagen.io.tables import compute_stats, read_failures, write_stats
 from datagen.pipeline.config import PipelineConfig
-from datagen.io.faults import StorageFailed
 from datagen.pipeline.commit import clean_partial_writes
 from datagen.pipeline.outcome import run_outcome
 from datagen.pipeline.progress import ResumeState, read_progress
 from datagen.pipeline.sink import DatasetSink
+from datagen.pipeline.stopped import why_run_stopped
 from schemas import columns as C
 from schemas.members import pair_key
 from schemas.reasons import PERMANENT, REASONS
@@ -136,7 +136,8 @@ def build_dataset(cfg: PipelineConfig, sources: list[dict], state: ResumeState):
         section = getattr(cfg, name)
         res = section.resources
         ds = ds.map_batches(MODEL_STAGES[name], fn_constructor_kwargs={"config": section},
-                            compute=ray.data.ActorPoolStrategy(size=res.concurrency), **_map_kwargs(res))
+                            compute=ray.data.ActorPoolStrategy(size=res.concurrency),
+                            max_restarts=cfg.ray.max_actor_restarts, **_map_kwargs(res))
     res = cfg.assemble.resources
     ds = ds.map_batches(_cpu_stage, fn_kwargs={"stage_cls": AssembleStage, "config": cfg.assemble},
                         compute=ray.data.TaskPoolStrategy(size=res.concurrency), **_map_kwargs(res))
@@ -214,17 +215,6 @@ def stage_yields(loc: Location, videos_in: int, labels: list[str]) -> dict[str, 
     return out
 
 
-def _storage_failure(e: BaseException | None) -> StorageFailed | None:
-    """The StorageFailed a write task raised, through Ray's wrappers (`cause`, `__cause__`)."""
-    seen = set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if type(e) is StorageFailed:  # not Ray's RayTaskError subclass of it, whose text is a traceback
-            return e
-        e = getattr(e, "cause", None) or e.__cause__ or e.__context__
-    return None
-
-
 def permanent_reasons(names: list[str]) -> frozenset[str]:
     """`--retry-failed` values: declared permanent reasons (transient ones are retried anyway)."""
     for name in names:
@@ -250,6 +240,9 @@ def run_pipeline(cfg: PipelineConfig, inputs: list[str], output: str, *, console
             if resumed else "new run"
         console.print(f"datagen run: {len(sources)} videos -> {loc.url} ({what})", highlight=False)
     init_ray(cfg)
+    import ray
+
+    ray.data.DataContext.get_current().wait_for_min_actors_s = cfg.ray.actor_start_timeout_s  # no wait forever
     ds = build_dataset(cfg, sources, state)
     sink = DatasetSink(output, cfg.write.limits, cfg.write.min_rows_per_write,
                        attempt=run["attempt"],
@@ -257,10 +250,10 @@ def run_pipeline(cfg: PipelineConfig, inputs: list[str], output: str, *, console
     try:
         ds.write_datasink(sink)
     except Exception as e:
-        failure = _storage_failure(e)
+        failure = why_run_stopped(e, cfg, {cls.__name__: stage for stage, cls in MODEL_STAGES.items()})
         if failure is None:
             raise
-        raise failure from None  # a full or unreachable store: its one-line message, not Ray's traceback
+        raise failure from None  # its one-line message, not Ray's traceback
     stats = compute_stats(loc, stage_yields(loc, len(sources), cfg.labels),
                           {"smoke": cfg.smoke, "config_fingerprint": run["fingerprint"], "attempts": run["attempts"],
                            "outcome": run_outcome(loc)})
