@@ -44,6 +44,13 @@ class RayConfig:
     address: str | None = None  # None: $RAY_ADDRESS if set, else a local ray.init()
     num_cpus: int | None = None  # local runs only; None = all cores
     object_store_memory_bytes: int | None = None  # local runs only; bounds memory of in-flight blocks
+    # A model stage's actors must be up within this; a vLLM engine that never starts (no
+    # GPU memory, a stuck download) then ends the run naming the stage. Loading a 7B VLM
+    # from a cold cache takes minutes.
+    actor_start_timeout_s: float = 1200.0
+    # Restarts of one model actor (crash, OOM kill, lost node) before its stage ends the
+    # run; Ray retries the actor's batch after each restart, so no rows are lost.
+    max_actor_restarts: int = 4
 
 
 @dataclass

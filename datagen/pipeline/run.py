@@ -23,7 +23,6 @@ from datagen.io.compact import TABLES, compact_dataset, finish_pending
 from datagen.io.storage import Location
 from datagen.io.tables import compute_stats, read_failures, write_stats
 from datagen.pipeline.config import PipelineConfig
-from datagen.io.faults import StorageFailed
 from datagen.pipeline.commit import clean_partial_writes
 from datagen.pipeline.outcome import run_outcome
 from datagen.pipeline.progress import ResumeClient, ResumeState, read_progress
@@ -32,6 +31,7 @@ from datagen.pipeline.progress_log import quiet_third_party_output, report_progr
 from datagen.pipeline.sink import DatasetSink
 from datagen.redact import redact
 from datagen.video.sources import SOURCE_POS, check_sources
+from datagen.pipeline.stopped import why_run_stopped
 from schemas import columns as C
 from schemas.members import pair_key
 from schemas.reasons import PERMANENT, REASONS
@@ -162,7 +162,8 @@ def build_dataset(cfg: PipelineConfig, sources, resume: ResumeState | ResumeClie
         section = getattr(cfg, name)
         res = section.resources
         ds = ds.map_batches(MODEL_STAGES[name], fn_constructor_kwargs={"config": section},
-                            compute=ray.data.ActorPoolStrategy(size=res.concurrency), **_map_kwargs(res))
+                            compute=ray.data.ActorPoolStrategy(size=res.concurrency),
+                            max_restarts=cfg.ray.max_actor_restarts, **_map_kwargs(res))
     res = cfg.assemble.resources
     ds = ds.map_batches(_cpu_stage, fn_kwargs={"stage_cls": AssembleStage, "config": cfg.assemble},
                         compute=ray.data.TaskPoolStrategy(size=res.concurrency), **_map_kwargs(res))
@@ -242,17 +243,6 @@ def stage_yields(loc: Location, videos_in: int, labels: list[str]) -> dict[str, 
     return out
 
 
-def _storage_failure(e: BaseException | None) -> StorageFailed | None:
-    """The StorageFailed a write task raised, through Ray's wrappers (`cause`, `__cause__`)."""
-    seen = set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if type(e) is StorageFailed:  # not Ray's RayTaskError subclass of it, whose text is a traceback
-            return e
-        e = getattr(e, "cause", None) or e.__cause__ or e.__context__
-    return None
-
-
 def permanent_reasons(names: list[str]) -> frozenset[str]:
     """`--retry-failed` values: declared permanent reasons (transient ones are retried anyway)."""
     for name in names:
@@ -276,6 +266,9 @@ def run_pipeline(cfg: PipelineConfig, inputs: list[str], output: str, *, console
     sources = check_sources([inputs] if isinstance(inputs, str) else inputs, opts)
     quiet_third_party_output(verbose)
     init_ray(cfg, verbose)
+    import ray
+
+    ray.data.DataContext.get_current().wait_for_min_actors_s = cfg.ray.actor_start_timeout_s  # no wait forever
     listing = source_dataset(sources, cfg.ingest.resources.batch_size, **opts)
     ds = build_dataset(cfg, listing, resume := ResumeClient.start(output, reopen))
     if console:
@@ -292,10 +285,10 @@ def run_pipeline(cfg: PipelineConfig, inputs: list[str], output: str, *, console
         with report_progress(loc, lambda: resume.summary()["videos_listed"], say=say):
             ds.write_datasink(sink)
     except Exception as e:
-        failure = _storage_failure(e)
+        failure = why_run_stopped(e, cfg, {cls.__name__: stage for stage, cls in MODEL_STAGES.items()})
         if failure is None:
             raise
-        raise failure from None  # a full or unreachable store: its one-line message, not Ray's traceback
+        raise failure from None  # its one-line message, not Ray's traceback
     videos_in = resume.summary()["videos_listed"]
     compact_dataset(loc)
     stats = compute_stats(loc, stage_yields(loc, videos_in, cfg.labels),

@@ -124,7 +124,7 @@ def config_dict(service: CaptionService, **sections) -> dict:
                           max_image_side_px=112, max_objects=0, max_retries=2, retry_backoff_s=0.05,
                           request_timeout_s=1.0)
     cfg["pairs"].update(short_side_px=128, max_long_side_px=256)
-    cfg["pairs"]["pairing"].update(max_pairs_per_video=4)
+    cfg["pairs"]["pairing"].update(max_pairs_per_video=2)
     cfg["assemble"]["tasks"] = {t: float(t in CAPTION_TASKS) for t in cfg["assemble"]["tasks"]}
     cfg["write"].update(min_rows_per_write=2, storage_backoff_s=0.05)
     for name, values in sections.items():
@@ -149,8 +149,9 @@ def assert_complete(out, reference: list[str]) -> None:
 
 
 @pytest.fixture(scope="module")
-def reference(service) -> list[str]:
-    """The keys of an uninterrupted run: the same stages called one after the other, no Ray."""
+def reference(service, cluster) -> list[str]:
+    """The keys of an uninterrupted run: the same stages called one after the other, no Ray.
+    (Every test asks for it, so the module's Ray starts after the store's environment is set.)"""
     from schemas import columns as C
     from stages.assemble import AssembleStage
     from stages.caption import CaptionStage
@@ -165,13 +166,14 @@ def reference(service) -> list[str]:
         batch = stage(batch)
     assert not any(C.is_failure_mark(f) for f in batch[C.FAILED_STAGE])
     keys = sorted(k for ks in batch[C.SAMPLE_KEYS] for k in ks)
-    assert {k.rsplit("_t", 1)[1] for k in keys} == {"00", "01"} and len(keys) >= 12
+    assert {k.rsplit("_t", 1)[1] for k in keys} == {"00", "01"} and len(keys) == 12  # 6 pairs, 2 samples each
     return keys
 
 
 def test_caption_service_outage_is_left_pending_and_the_rerun_fills_exactly_the_gap(tmp_path, service, reference):
     out = tmp_path / "ds"
-    window = service.fail_next(12)  # 4 rows x 3 attempts: at least one batch fails for good
+    # 12 requests: the first caption batch (at most 4 pairs) fails all 3 attempts, at least 2 of the 6 pairs pass
+    window = service.fail_next(12)
     first = run(service, out)
     assert service.server.requests >= window.stop - 1  # the whole window was served
     pending = first.stats["outcome"]["pending_retry"]
@@ -194,16 +196,42 @@ def test_workers_killed_mid_batch_and_mid_write_lose_and_duplicate_nothing(tmp_p
     markers = tmp_path / "kills"
     markers.mkdir()
     monkeypatch.setattr("datagen.pipeline.run.DatasetSink", partial(DyingSink, marker_dir=str(markers), kills=3))
+    killed_before = len(service.killed)
     service.kill_at = service.server.requests + 2
     try:
         summary = run(service, tmp_path / "ds", assemble={"resources": {"batch_size": 1}},
                       write={"max_samples_per_shard": 1})
     finally:
         service.kill_at = None
-    assert len(service.killed) == 1 and len(list(markers.iterdir())) == 3  # every kill happened
+    assert len(service.killed) == killed_before + 1 and len(list(markers.iterdir())) == 3  # every kill happened
     assert_complete(tmp_path / "ds", reference)
     assert summary.stats["outcome"]["pending_retry"] == {}
     assert not list((tmp_path / "ds").rglob("*.tmp-*"))  # the dead attempts' files were rolled back
+
+
+def test_an_actor_that_keeps_dying_ends_the_run_naming_its_stage(tmp_path, service, reference):
+    from datagen import UserError
+
+    killed_before = len(service.killed)
+    service.kill_at = service.server.requests + 1
+    try:
+        with pytest.raises(UserError, match=r"stage caption: an actor died after 0 restart\(s\) \(ray.max_actor_restarts\)"):
+            run(service, tmp_path / "ds", ray={"max_actor_restarts": 0})
+    finally:
+        service.kill_at = None
+    assert len(service.killed) == killed_before + 1
+
+
+def test_a_model_that_never_loads_ends_the_run_naming_its_stage(tmp_path, service, reference):
+    """The caption model's config.json is a FIFO nobody writes: loading blocks forever, as on a stuck mount."""
+    from datagen import UserError
+
+    model = tmp_path / "model"
+    model.mkdir()
+    os.mkfifo(model / "config.json")
+    with pytest.raises(UserError, match=r"stage caption: its actors did not start within 5 s \(ray.actor_start_timeout_s\)"):
+        run(service, tmp_path / "ds", caption={"backend": "transformers", "model": str(model), "device": "cpu"},
+            ray={"actor_start_timeout_s": 5})
 
 
 def test_full_disk_stops_with_one_message_and_the_rerun_completes(tmp_path, service, reference):
@@ -216,7 +244,7 @@ def test_full_disk_stops_with_one_message_and_the_rerun_completes(tmp_path, serv
     try:
         free = os.statvfs(mnt).f_bavail * os.statvfs(mnt).f_frsize
         filler = mnt / "filler"
-        filler.write_bytes(b"\0" * (free - 200 * 1024))  # room for ~half of the dataset
+        filler.write_bytes(b"\0" * (free - 100 * 1024))  # room for about half of the dataset
         out = mnt / "ds"
         with pytest.raises(StorageFailed, match="is full .*free space, then run the same command again"):
             run(service, out)
@@ -239,11 +267,11 @@ def test_object_store_down_mid_run_stops_with_one_message_and_the_rerun_complete
     out = "s3://faults/ds"
     store.down_after = lambda method, path: method == "PUT" and "/progress/" in path
     with pytest.raises(StorageFailed, match="failed 2 times .*run the same command again when the storage is back"):
-        run(service, out, write={"storage_retries": 1})
+        run(service, out, write={"storage_retries": 1, "min_rows_per_write": 6})
     assert store.stopped.is_set()
     store.start()
     s3fs.S3FileSystem.clear_instance_cache()  # this process keeps listings cached; a new process would not
-    run(service, out)
+    run(service, out, write={"min_rows_per_write": 6})
     assert_complete(out, reference)
 
 
@@ -263,15 +291,16 @@ def test_ctrl_c_stops_within_seconds_and_the_same_command_resumes(tmp_path, serv
     running.set()
     watcher = threading.Thread(target=press_ctrl_c, daemon=True)
     watcher.start()
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt):  # the run did not finish on its own
         try:
-            run(service, out)
+            run(service, out, write={"min_rows_per_write": 1})
         finally:
             running.clear()
     stopped_s = time.monotonic() - sent[0]
     watcher.join()
     assert stopped_s < 10, f"took {stopped_s:.1f} s to stop"
-    assert len(keys_of(out)) < len(reference)
+    committed = keys_of(out)
+    assert committed and len(committed) == len(set(committed)) and set(committed) <= set(reference)
     summary = run(service, out)
     assert summary.resumed
     assert_complete(out, reference)
