@@ -60,12 +60,14 @@ def stats(dataset: str = typer.Argument(..., help="dataset directory or URL")):
     """Print samples per task and, per stage, rows in/out and drops by reason."""
     from datagen.io.storage import Location
     from datagen.io.tables import compute_stats, read_stats
+    from datagen.pipeline.outcome import outcome_lines, run_outcome
 
     loc = Location.parse(dataset)
     if not loc.exists(""):
         raise UserError(f"dataset {dataset!r} not found; pass the --output directory of a run")
     saved = read_stats(loc) or {}
     fresh = compute_stats(loc, saved.get("stages"), {k: v for k, v in saved.items() if k == "smoke"})
+    outcome = run_outcome(loc)
     out = Console()
     if fresh.get("smoke"):
         out.print("[bold yellow]SMOKE DATASET[/]: labels come from tiny random models, not real ones")
@@ -82,6 +84,8 @@ def stats(dataset: str = typer.Argument(..., help="dataset directory or URL")):
         dropped = ", ".join(f"{r}={n}" for r, n in sorted(st.get("dropped", {}).items())) or "-"
         s.add_row(stage, str(st.get("in", "-")), str(st.get("out", "-")), dropped)
     out.print(s)
+    for line in outcome_lines(outcome):
+        out.print(line, highlight=False)
 
 
 @app.command()
@@ -91,6 +95,8 @@ def run(
     input: List[str] = typer.Option(..., "--input", "-i", help="videos: dir, glob, list file, s3://prefix"),
     output: str = typer.Option(..., "--output", "-o", help="dataset directory or URL"),
     set_: List[str] = typer.Option([], "--set", help="override a config key, e.g. pairs.max_pairs_per_shot=4"),
+    retry_failed: List[str] = typer.Option([], "--retry-failed", help="re-open pairs dropped for this permanent "
+                                           "reason (repeatable); transient failures are always retried"),
 ):
     """Run the pipeline: videos -> pairs -> labels -> task samples -> shards."""
     from datagen.pipeline.config import load_config
@@ -98,7 +104,12 @@ def run(
     from datagen.pipeline.run import run_pipeline
 
     cfg = load_config(config, set_)
-    summary = run_pipeline(cfg, input, output, console=console)
+    try:
+        summary = run_pipeline(cfg, input, output, console=console, retry_failed=retry_failed)
+    except KeyboardInterrupt:
+        console.print(f"interrupted: what {output} committed stays; run the same command again to resume",
+                      highlight=False)
+        raise typer.Exit(130) from None
     print_summary(summary, Console())
 
 

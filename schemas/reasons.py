@@ -1,9 +1,10 @@
 """Every failure reason a stage may record, and its kind: the one table of them.
 
 A `permanent` reason says the input is bad (the file, the pair, the model's answer after
-its retries): it is recorded once and the pair counts as done. A `transient` reason says
-the world failed (a service, a GPU, storage, an actor): the pair is retried inside the
-run, and left undone for the next run when it still fails. `tests/schemas/test_reasons.py`
+its retries): it is recorded once and the pair counts as done (`datagen run --retry-failed
+REASON` re-opens it). A `transient` reason says the world failed (a service, a GPU,
+storage): the pair is retried inside the run, and left undone for the next run when it
+still fails (datagen/pipeline/sink.py writes no progress row for it). `tests/schemas/test_reasons.py`
 fails when a stage emits a reason that is not declared here.
 """
 from __future__ import annotations

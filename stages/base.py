@@ -10,10 +10,14 @@ handle with a reason instead of dropping or raising, so nothing is silently lost
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Mapping, Sequence, TypeVar
 
+from datagen.io.faults import is_out_of_memory, is_storage_error
 from schemas.columns import FAILED_STAGE, FAILURE_COLUMNS, batch_to_rows, is_failure_mark, rows_to_batch
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -55,3 +59,51 @@ def fail(row: dict[str, Any], stage: str, reason: str, detail: str) -> dict[str,
     if not is_failure_mark(row.get("failed_stage")):
         row.update(failed_stage=stage, failed_reason=reason, failed_detail=str(detail)[:2000])
     return row
+
+
+def failure_reason(e: BaseException, default: str) -> str:
+    """The declared reason for an exception a stage caught: the world failing (out of
+    memory, storage) is transient and retried by the next run; anything else is `default`."""
+    if is_out_of_memory(e):
+        return "out_of_memory"
+    if is_storage_error(e):
+        return "storage_error"
+    return default
+
+
+def pixel_batches(pixels: Sequence[int], max_batch_pixels: int, max_batch_rows: int) -> list[list[int]]:
+    """Consecutive index groups of at most `max_batch_pixels` pixels and `max_batch_rows`
+    rows; an item larger than the pixel budget goes alone. Memory grows with pixels, not rows."""
+    batches: list[list[int]] = []
+    total = 0
+    for i, n in enumerate(pixels):
+        if not batches or total + n > max_batch_pixels or len(batches[-1]) >= max_batch_rows:
+            batches.append([])
+            total = 0
+        batches[-1].append(i)
+        total += n
+    return batches
+
+
+def split_on_oom(run: Callable[[list[T]], list[Any]], items: list[T]) -> list[Any]:
+    """`run(items)`, one result per item. A batch that runs out of memory is split in
+    halves and each half retried, down to single items; a single item that still runs out
+    gets the exception as its result (the caller marks it `out_of_memory`). Other errors
+    are raised: they are not a matter of batch size."""
+    try:
+        return run(items)
+    except Exception as e:  # noqa: BLE001 -- only OOM is handled; the rest is re-raised
+        if not is_out_of_memory(e):
+            raise
+        _release_cached_memory()
+        if len(items) == 1:
+            return [e]
+    half = len(items) // 2
+    return split_on_oom(run, items[:half]) + split_on_oom(run, items[half:])
+
+
+def _release_cached_memory() -> None:
+    """Hand the failed batch's cached CUDA blocks back before the halves run."""
+    torch = sys.modules.get("torch")  # only a stage that imported torch can have run out on a GPU
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()

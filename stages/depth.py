@@ -21,7 +21,7 @@ from datagen.vision import preprocess as pre
 from datagen.vision.frames import decoded_pairs, provenance_json
 from schemas.columns import DEPTH_A, DEPTH_B, provenance_column
 from schemas.tasks import ImageKind
-from stages.base import Resources, Stage, fail
+from stages.base import Resources, Stage, fail, failure_reason, pixel_batches, split_on_oom
 
 NORMALISATION = {  # recorded in provenance: how the stored 16-bit values relate to the model output
     "quantity": "relative_inverse_depth",  # Depth Anything predicts affine-invariant disparity
@@ -39,6 +39,9 @@ class DepthConfig:
     input_px: int = 518  # the checkpoints' processor size (37 patches of 14 px)
     patch_px: int = 14  # DINOv2 patch size: input sides must be multiples of it
     frames: list[Literal["a", "b"]] = field(default_factory=lambda: ["a", "b"])  # both: tasks use depth of B and of either frame
+    # Input pixels per forward pass (16 frames at 518x518): activations grow with pixels, not
+    # frames. A pass that still runs out of memory is split in halves, down to one frame.
+    max_batch_pixels: int = 16 * 518 * 518
     resources: Resources = field(default_factory=lambda: Resources(num_cpus=1, num_gpus=0.0, batch_size=16))
 
 
@@ -66,11 +69,13 @@ class DepthStage(Stage):
                 depths = self._predict([jobs[i][2] for i in idx], size)
             except Exception as e:  # noqa: BLE001 -- a failing group is recorded, not raised
                 for i in idx:
-                    fail(jobs[i][0], self.name, "model_error", f"{type(e).__name__}: {e}")
+                    fail(jobs[i][0], self.name, failure_reason(e, "model_error"), f"{type(e).__name__}: {e}")
                 continue
             for i, depth in zip(idx, depths):
                 row, col, _ = jobs[i]
-                if not np.isfinite(depth).all():
+                if isinstance(depth, BaseException):
+                    fail(row, self.name, "out_of_memory", f"{col}: alone in its batch: {type(depth).__name__}: {depth}")
+                elif not np.isfinite(depth).all():
                     fail(row, self.name, "bad_output", f"{col}: depth prediction has non-finite values")
                 else:
                     row[col] = encode_image(_to_uint16(depth), ImageKind.depth16)
@@ -79,19 +84,21 @@ class DepthStage(Stage):
                 row[provenance_column(self.name)] = self.provenance
         return rows
 
-    def _predict(self, frames: list[np.ndarray], size_hw: tuple[int, int]) -> list[np.ndarray]:
-        """Float32 depth at each frame's own size, `batch_size` frames per forward pass."""
-        out = []
-        bs = self.config.resources.batch_size
-        for start in range(0, len(frames), bs):
-            chunk = frames[start:start + bs]
-            pixels = torch.stack([pre.depth_pixels(f, size_hw) for f in chunk]).to(self.device, self.dtype)
-            with torch.inference_mode():
-                pred = self.model(pixel_values=pixels).predicted_depth.float()
-            for f, d in zip(chunk, pred):
-                full = F.interpolate(d[None, None], size=f.shape[:2], mode="bicubic", align_corners=False)[0, 0]
-                out.append(full.cpu().numpy())
+    def _predict(self, frames: list[np.ndarray], size_hw: tuple[int, int]) -> list[np.ndarray | BaseException]:
+        """Float32 depth at each frame's own size (or the out-of-memory error of a frame that
+        did not fit alone), at most `max_batch_pixels` input pixels per forward pass."""
+        per_frame_px = size_hw[0] * size_hw[1]
+        out: list[np.ndarray | BaseException] = []
+        for chunk in pixel_batches([per_frame_px] * len(frames), self.config.max_batch_pixels, len(frames)):
+            out += split_on_oom(lambda batch: self._forward(batch, size_hw), [frames[i] for i in chunk])
         return out
+
+    def _forward(self, frames: list[np.ndarray], size_hw: tuple[int, int]) -> list[np.ndarray]:
+        pixels = torch.stack([pre.depth_pixels(f, size_hw) for f in frames]).to(self.device, self.dtype)
+        with torch.inference_mode():
+            pred = self.model(pixel_values=pixels).predicted_depth.float()
+        return [F.interpolate(d[None, None], size=f.shape[:2], mode="bicubic", align_corners=False)[0, 0].cpu().numpy()
+                for f, d in zip(frames, pred)]
 
 
 def _to_uint16(depth: np.ndarray) -> np.ndarray:

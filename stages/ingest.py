@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Iterable
 from datagen.video.probe import ProbeLimits, VideoError, local_path, probe, video_id
 from datagen.video.sources import expand_sources
 from schemas.columns import VIDEO_ID, VIDEO_URI
-from stages.base import Resources, Stage, fail
+from stages.base import Resources, Stage, fail, failure_reason
 
 PROBE = "probe_json"  # str: JSON of ProbeInfo.facts()
 FRAME_TABLE = "frame_table"  # bytes: npz of frame_pts / keyframe_pts
@@ -58,7 +58,7 @@ class IngestStage(Stage):
         except VideoError as e:
             return fail(row, self.name, e.reason, e.detail)
         except Exception as e:  # a library error we did not foresee must not end the run
-            return fail(row, self.name, "probe_error", f"{type(e).__name__}: {e}")
+            return fail(row, self.name, failure_reason(e, "probe_error"), f"{type(e).__name__}: {e}")
         row[PROBE] = json.dumps(info.facts())
         row[FRAME_TABLE] = info.frame_table()
         return row

@@ -21,7 +21,7 @@ from datagen.video.probe import ProbeInfo, VideoError, local_path
 from schemas.columns import (FACTS, FRAME_A, FRAME_B, HEIGHT, IMAGE_A, IMAGE_B, PAIR, SHOT, T_A_S, T_B_S, VIDEO_URI,
                              WIDTH)
 from schemas.tasks import ImageKind
-from stages.base import Resources, Stage, fail
+from stages.base import Resources, Stage, fail, failure_reason
 from stages.ingest import FRAME_TABLE, PROBE
 from stages.shots import SCAN, SHOTS, load_shots
 
@@ -83,7 +83,7 @@ class PairsStage(Stage):
         except VideoError as e:
             return [fail(base, self.name, e.reason, e.detail)]
         except Exception as e:  # never end the run on one video
-            return [fail(base, self.name, "pairs_error", f"{type(e).__name__}: {e}")]
+            return [fail(base, self.name, failure_reason(e, "pairs_error"), f"{type(e).__name__}: {e}")]
         encoded = {i: encode_image(f, ImageKind.rgb, cfg.image_format, cfg.jpeg_quality) for i, f in frames.items()}
         out = []
         for p in chosen:

@@ -22,7 +22,7 @@ from datagen.vision.frames import decoded_pairs, provenance_json
 from datagen.vision.sam2_prompts import BadCaption, caption_objects, select_grid_masks
 from schemas.columns import CAPTION, MASKS_A, MASKS_B, SEGMENTS, provenance_column
 from schemas.tasks import ImageKind
-from stages.base import Resources, Stage, fail
+from stages.base import Resources, Stage, fail, failure_reason, split_on_oom
 
 
 @dataclass
@@ -53,34 +53,45 @@ class SegmentStage(Stage):
         self.provenance = provenance_json(config.model, revision, {**params, "input_px": self.size_px, "dtype": str(self.dtype)})
 
     def process(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        ok, frames = [], []
+        ok = []  # (row, objects, frame A, frame B)
         for row, a, b in decoded_pairs(rows, self.name):
             try:
                 objects = caption_objects(row.get(CAPTION), a.shape[1], a.shape[0], self.config.max_objects)
             except BadCaption as e:
                 fail(row, self.name, "bad_caption", str(e))
                 continue
-            ok.append((row, objects, a.shape[:2]))
-            frames += [a, b]
+            ok.append((row, objects, a, b))
         if not ok:
             return rows
+        try:  # a batch that runs out of memory is split, down to one pair
+            errors = split_on_oom(self._segment_batch, ok)
+        except Exception as e:  # noqa: BLE001 -- the image encoder failed: every row of the batch is lost
+            errors = [e] * len(ok)
+        for (row, *_), e in zip(ok, errors):
+            if e is not None:
+                fail(row, self.name, failure_reason(e, "model_error"), f"{type(e).__name__}: {e}")
+        return rows
+
+    def _segment_batch(self, pairs: list[tuple]) -> list[BaseException | None]:
+        """Segment `pairs` (row, objects, frame A, frame B): one image-encoder pass over all
+        their frames (the cost of this stage), then each pair on its own; a pair's own error
+        is its result."""
         with torch.inference_mode():
-            try:  # the image encoder, the cost of this stage, sees every frame of the batch at once
-                pixels = pre.sam2_pixels(frames, self.size_px).to(self.device, self.dtype)
-                feats = self.model.get_image_features(pixels, return_dict=True)
-            except Exception as e:  # noqa: BLE001 -- e.g. out of memory: every row of the batch is lost
-                for row, _, _ in ok:
-                    fail(row, self.name, "model_error", f"image encoder: {type(e).__name__}: {e}")
-                return rows
-            for j, (row, objects, (h, w)) in enumerate(ok):
+            pixels = pre.sam2_pixels([f for _, _, a, b in pairs for f in (a, b)], self.size_px)
+            pixels = pixels.to(self.device, self.dtype)
+            feats = self.model.get_image_features(pixels, return_dict=True)
+            errors: list[BaseException | None] = []
+            for k, (row, objects, a, _) in enumerate(pairs):
+                h, w = a.shape[:2]
                 per_frame = [{"vision_feats": [f[:, i:i + 1] for f in feats.fpn_hidden_states],
                               "vision_pos_embeds": [p[:, i:i + 1] for p in feats.fpn_position_encoding]}
-                             for i in (2 * j, 2 * j + 1)]
+                             for i in (2 * k, 2 * k + 1)]
                 try:
-                    self._segment_pair(row, pixels[2 * j:2 * j + 2], per_frame, objects, h, w)
+                    self._segment_pair(row, pixels[2 * k:2 * k + 2], per_frame, objects, h, w)
+                    errors.append(None)
                 except Exception as e:  # noqa: BLE001 -- one bad pair must not take the batch down
-                    fail(row, self.name, "model_error", f"{type(e).__name__}: {e}")
-        return rows
+                    errors.append(e)
+        return errors
 
     def _masks_on_a(self, feats_a: dict, objects: list, h: int, w: int):
         """(object ids, names, low-res mask logits, predicted IoU) on frame A, best IoU first for the grid."""

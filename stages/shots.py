@@ -26,7 +26,7 @@ from datagen.video.cuts import CutConfig, Shot, Shots, detect
 from datagen.video.decode import KeptFrame, Scan, ScanConfig, decode_window, scan
 from datagen.video.probe import ProbeInfo, VideoError, local_path
 from schemas.columns import VIDEO_URI
-from stages.base import Resources, Stage, fail
+from stages.base import Resources, Stage, fail, failure_reason
 from stages.ingest import FRAME_TABLE, PROBE
 
 SHOTS = "shots_json"
@@ -66,7 +66,7 @@ class ShotsStage(Stage):
         except VideoError as e:
             return fail(row, self.name, e.reason, e.detail)
         except Exception as e:  # never end the run on one video
-            return fail(row, self.name, "shots_error", f"{type(e).__name__}: {e}")
+            return fail(row, self.name, failure_reason(e, "shots_error"), f"{type(e).__name__}: {e}")
         grid = set(seen.grid_index.tolist())
         row[SHOTS] = json.dumps({
             "cuts": shots.cuts,

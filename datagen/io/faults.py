@@ -16,7 +16,11 @@ def is_disk_full(e: BaseException) -> bool:
 
 def is_storage_error(e: BaseException) -> bool:
     """An object store or disk that failed, timed out or dropped the connection."""
-    if isinstance(e, (OSError, TimeoutError)) and not isinstance(e, FileNotFoundError):
+    if isinstance(e, (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)):
+        return False  # the path is wrong: the user fixes it, retrying does not
+    if type(e).__module__.startswith("av."):
+        return False  # PyAV's errno errors come from decoding a local copy: the file, not the store
+    if isinstance(e, (OSError, TimeoutError)):
         return True
     try:
         from botocore.exceptions import BotoCoreError, ClientError

@@ -26,7 +26,9 @@ write task, or loses a node (or the driver) mid-write:
    permanent one writes both (see schemas/reasons.py).
 
 The commit record is a single object PUT (or a rename of a complete local file), so it
-is atomic. Not covered: two runs writing the same output at once, and a worker that
+is atomic. Tested with one pair per block and per write, write workers SIGKILLed between
+their shards and their commit record, and the caption actor SIGKILLed mid-batch
+(tests/pipeline/test_faults.py); unit tests in tests/pipeline/test_sink_resume.py. Not covered: two runs writing the same output at once, and a worker that
 keeps writing after Ray declared it dead (a network partition): its late commit record
 could name pairs that the retry committed too.
 """

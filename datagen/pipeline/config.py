@@ -43,6 +43,13 @@ class RayConfig:
     address: str | None = None  # None: $RAY_ADDRESS if set, else a local ray.init()
     num_cpus: int | None = None  # local runs only; None = all cores
     object_store_memory_bytes: int | None = None  # local runs only; bounds memory of in-flight blocks
+    # A model stage's actors must be up within this; a vLLM engine that never starts (no
+    # GPU memory, a stuck download) then ends the run naming the stage. Loading a 7B VLM
+    # from a cold cache takes minutes.
+    actor_start_timeout_s: float = 1200.0
+    # Restarts of one model actor (crash, OOM kill, lost node) before its stage ends the
+    # run; Ray retries the actor's batch after each restart, so no rows are lost.
+    max_actor_restarts: int = 4
 
 
 @dataclass
@@ -74,15 +81,25 @@ class PipelineConfig:
                                 f"labels; add it to labels or set assemble.tasks.{task}: 0")
 
     def output_fingerprint(self) -> str:
-        """Hash of everything that decides which samples a run writes (not where or how fast)."""
-        data = to_dict(self)
-        data.pop("ray")
-        return hashlib.sha256(json.dumps(_drop_resources(data), sort_keys=True).encode()).hexdigest()[:16]
+        """Hash of everything that decides which samples a run writes: models, revisions,
+        prompts, parameters. Not where they are served or stored, nor how fast: a resume
+        may find its caption server on another host, or more actors."""
+        data = {k: v for k, v in to_dict(self).items() if k not in SERVING_SECTIONS}
+        return hashlib.sha256(json.dumps(_drop_serving(data), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _drop_resources(d: Any) -> Any:
+# Where and how fast samples are made, not which: left out of the fingerprint.
+SERVING_SECTIONS = ("ray", "write")  # the cluster; shard sizes, write batching and storage retries
+SERVING_KEYS = frozenset({
+    "resources", "device", "opencv_threads",  # actors, GPUs, threads
+    "endpoints", "api_key_env", "requests_in_flight", "request_timeout_s", "retry_backoff_s",  # the caption server
+    "storage_options",  # endpoints and credentials of the object store
+})
+
+
+def _drop_serving(d: Any) -> Any:
     if isinstance(d, dict):
-        return {k: _drop_resources(v) for k, v in d.items() if k != "resources"}
+        return {k: _drop_serving(v) for k, v in d.items() if k not in SERVING_KEYS}
     return d
 
 

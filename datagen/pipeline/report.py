@@ -4,6 +4,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from datagen.pipeline.outcome import outcome_lines
 from datagen.pipeline.run import RunSummary
 
 
@@ -25,6 +26,8 @@ def print_summary(summary: RunSummary, console: Console) -> None:
     for name, n in st["tasks"].items():
         t.add_row(name, str(n))
     console.print(t)
+    for line in outcome_lines(st["outcome"]):
+        console.print(line, highlight=False)
     console.print(f"dataset: {summary.output}  ({st['samples']} samples, {st['failures']} failure rows, "
                   f"{summary.seconds:.0f} s{', resumed' if summary.resumed else ''})", highlight=False)
     console.print(f"check it: datagen validate {summary.output}   look at it: datagen preview {summary.output} "

@@ -23,10 +23,13 @@ from datagen.io.storage import Location
 from datagen.io.tables import compute_stats, read_failures, write_stats
 from datagen.pipeline.config import PipelineConfig
 from datagen.pipeline.commit import clean_partial_writes
+from datagen.pipeline.outcome import run_outcome
 from datagen.pipeline.progress import ResumeState, read_progress
 from datagen.pipeline.sink import DatasetSink
+from datagen.pipeline.stopped import why_run_stopped
 from schemas import columns as C
 from schemas.members import pair_key
+from schemas.reasons import PERMANENT, REASONS
 from stages.assemble import AssembleStage
 from stages.base import Resources, Stage
 from stages.caption import CaptionStage
@@ -133,7 +136,8 @@ def build_dataset(cfg: PipelineConfig, sources: list[dict], state: ResumeState):
         section = getattr(cfg, name)
         res = section.resources
         ds = ds.map_batches(MODEL_STAGES[name], fn_constructor_kwargs={"config": section},
-                            compute=ray.data.ActorPoolStrategy(size=res.concurrency), **_map_kwargs(res))
+                            compute=ray.data.ActorPoolStrategy(size=res.concurrency),
+                            max_restarts=cfg.ray.max_actor_restarts, **_map_kwargs(res))
     res = cfg.assemble.resources
     ds = ds.map_batches(_cpu_stage, fn_kwargs={"stage_cls": AssembleStage, "config": cfg.assemble},
                         compute=ray.data.TaskPoolStrategy(size=res.concurrency), **_map_kwargs(res))
@@ -211,14 +215,24 @@ def stage_yields(loc: Location, videos_in: int, labels: list[str]) -> dict[str, 
     return out
 
 
-def run_pipeline(cfg: PipelineConfig, inputs: list[str], output: str, *, console=None) -> RunSummary:
-    import ray
+def permanent_reasons(names: list[str]) -> frozenset[str]:
+    """`--retry-failed` values: declared permanent reasons (transient ones are retried anyway)."""
+    for name in names:
+        if REASONS.get(name) != PERMANENT:
+            why = "is transient: every run retries those" if name in REASONS else "is not a failure reason"
+            raise UserError(f"--retry-failed {name!r} {why}; permanent reasons: "
+                            f"{', '.join(r for r, k in REASONS.items() if k == PERMANENT)}")
+    return frozenset(names)
 
+
+def run_pipeline(cfg: PipelineConfig, inputs: list[str], output: str, *, console=None,
+                 retry_failed: list[str] = ()) -> RunSummary:
     t0 = time.time()
+    reopen = permanent_reasons(list(retry_failed))
     loc = Location.parse(output)
     run, resumed = check_run_config(loc, cfg)
     removed = clean_partial_writes(loc, run["attempt_ids"])
-    state = ResumeState.load(loc)
+    state = ResumeState.load(loc, reopen)
     sources = source_rows(inputs)
     if console:
         what = f"resuming (attempt {run['attempts']}): {len(state.done_pairs)} pairs and " \
@@ -226,12 +240,22 @@ def run_pipeline(cfg: PipelineConfig, inputs: list[str], output: str, *, console
             if resumed else "new run"
         console.print(f"datagen run: {len(sources)} videos -> {loc.url} ({what})", highlight=False)
     init_ray(cfg)
+    import ray
+
+    ray.data.DataContext.get_current().wait_for_min_actors_s = cfg.ray.actor_start_timeout_s  # no wait forever
     ds = build_dataset(cfg, sources, state)
     sink = DatasetSink(output, cfg.write.limits, cfg.write.min_rows_per_write,
                        attempt=run["attempt"],
                        storage_retries=cfg.write.storage_retries, storage_backoff_s=cfg.write.storage_backoff_s)
-    ds.write_datasink(sink)
+    try:
+        ds.write_datasink(sink)
+    except Exception as e:
+        failure = why_run_stopped(e, cfg, {cls.__name__: stage for stage, cls in MODEL_STAGES.items()})
+        if failure is None:
+            raise
+        raise failure from None  # its one-line message, not Ray's traceback
     stats = compute_stats(loc, stage_yields(loc, len(sources), cfg.labels),
-                          {"smoke": cfg.smoke, "config_fingerprint": run["fingerprint"], "attempts": run["attempts"]})
+                          {"smoke": cfg.smoke, "config_fingerprint": run["fingerprint"], "attempts": run["attempts"],
+                           "outcome": run_outcome(loc)})
     write_stats(loc, stats)
     return RunSummary(loc.url, stats, time.time() - t0, resumed)

@@ -113,7 +113,8 @@ class DatasetSink(Datasink):
         attempt = 0
         while True:
             try:
-                return write_rows(loc, self.rows_of(tables), prefix=write_prefix(self.attempt, ctx.task_idx), limits=self.limits,
+                prefix = write_prefix(self.attempt, ctx.task_idx)
+                return write_rows(loc, self.rows_of(tables), prefix=prefix, limits=self.limits,
                                   dataset_version=self.dataset_version)
             except Exception as e:
                 if is_disk_full(e):

@@ -22,6 +22,8 @@ class FakeOpenAI:
         self.in_flight = self.max_in_flight = 0
         self.gate: threading.Barrier | None = None  # set to make handlers wait for each other
         self.stopping = threading.Event()  # releases HANG handlers
+        self.requests = 0  # over all cases: the counter a fault window is set by
+        self.on_request: Callable[[int, int], None] | None = None  # (request number, client port), e.g. to kill it
         self._lock = threading.Lock()
         fake = self
 
@@ -35,8 +37,12 @@ class FakeOpenAI:
                     fake.bodies.append(body)
                     case = fake.case_of(body)
                     n = fake.calls[case] = fake.calls.get(case, 0) + 1
+                    fake.requests += 1
+                    total = fake.requests
                     fake.in_flight += 1
                     fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
+                if fake.on_request is not None:
+                    fake.on_request(total, self.client_address[1])
                 try:
                     if fake.gate is not None:
                         fake.gate.wait(timeout=10)
@@ -49,7 +55,10 @@ class FakeOpenAI:
                     fake.stopping.wait()
                 if status in (DROP, HANG):
                     self.close_connection = True
-                    self.connection.shutdown(socket.SHUT_RDWR)
+                    try:
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                    except OSError:  # the client gave up first
+                        pass
                     return
                 reply = {"choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]}
                 data = json.dumps(reply if status == 200 else {"error": content}).encode()

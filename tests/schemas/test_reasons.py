@@ -2,8 +2,9 @@
 
 Reasons are found in the source: the reason argument of `fail(...)` and `mark_failed(...)`,
 of `VideoError(...)` and `Verdict(...)`, a `{"reason": ...}` or `FAILED_REASON: ...` entry, and
-string constants assigned to a name `reason` or as the first of a `last_error[i]` pair. A
-reason passed on from a variable must come from one of those, so the scan covers it.
+string constants assigned to a name `reason` or as the first of a `last_error[i]` pair, and
+what `failure_reason(e, default)` may return. A reason passed on from a variable must come
+from one of those, so the scan covers it.
 """
 from __future__ import annotations
 
@@ -37,6 +38,9 @@ def emitted_reasons(source: str, where: str = "<source>") -> tuple[set[str], lis
     def take(node: ast.AST) -> None:
         if isinstance(node, ast.Constant) and node.value is None:  # a healthy row: no reason
             return
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "failure_reason":
+            take(node.args[1])  # its default; what it may return instead is found in its body
+            return
         strings = _strings(node)
         if strings:
             found.update(strings)
@@ -56,6 +60,8 @@ def emitted_reasons(source: str, where: str = "<source>") -> tuple[set[str], lis
                 key = ast.unparse(k) if k is not None else ""
                 if key in ("'reason'", "C.FAILED_REASON", "FAILED_REASON", "'failed_reason'"):
                     take(v)
+        elif isinstance(node, ast.FunctionDef) and node.name == "failure_reason":  # stages/base.py
+            found.update(r.value.value for r in ast.walk(node) if isinstance(r, ast.Return) and _strings(r.value))
         elif isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "reason" for t in node.targets):
             found.update(_strings(node.value))
         elif (isinstance(node, ast.Assign) and isinstance(node.value, ast.Tuple)  # caption: last_error[i] = (reason, detail)
@@ -74,6 +80,8 @@ def test_every_emitted_reason_is_declared():
     assert found, "the scan found no reasons at all: it is broken"
     undeclared = sorted(found - set(REASONS))
     assert not undeclared, f"declare these in schemas/reasons.py (permanent or transient): {undeclared}"
+    stale = sorted(set(REASONS) - found)
+    assert not stale, f"declared but emitted nowhere (remove them, or the scan misses a source): {stale}"
 
 
 def test_the_scan_catches_a_new_undeclared_reason():

@@ -141,5 +141,11 @@ def test_encoder_failure_marks_the_batch_instead_of_raising(stage, monkeypatch):
         raise RuntimeError("CUDA out of memory")
     monkeypatch.setattr(stage.model, "get_image_features", out_of_memory)
     out = stage(batch([pair_row(caption=CAPTION), pair_row(seed=1)]))
-    assert out[FAILED_REASON] == ["model_error", "model_error"]
+    assert out[FAILED_REASON] == ["out_of_memory", "out_of_memory"]  # even alone: transient, the next run retries
     assert all("out of memory" in d for d in out["failed_detail"])
+
+    def broken(*args, **kwargs):
+        raise ValueError("weights do not match the config")
+    monkeypatch.setattr(stage.model, "get_image_features", broken)
+    out = stage(batch([pair_row(caption=CAPTION), pair_row(seed=1)]))
+    assert out[FAILED_REASON] == ["model_error", "model_error"]

@@ -1,0 +1,55 @@
+"""Where a run stands after faults: committed, pending retry by reason, dropped by reason;
+what `datagen run` and `datagen stats` say about it."""
+from __future__ import annotations
+
+from typer.testing import CliRunner
+
+from datagen.cli import app
+from datagen.io.storage import Location
+from datagen.pipeline.outcome import run_outcome
+from tests.pipeline.test_sink_resume import assembled, write
+
+
+def test_pending_until_a_later_run_settles_the_pair(tmp_path):
+    loc = Location.parse(str(tmp_path))
+    write(loc, assembled(range(3), failed_pair=1, reason="backend_error"), prefix="001abcd-00000-w0000000a-")
+    assert run_outcome(loc) == {"committed_samples": 18, "pending_retry": {"backend_error": 1}, "dropped": {}}
+    write(loc, assembled([1]), prefix="002abcd-00000-w0000000b-")  # the rerun, service healthy
+    assert run_outcome(loc) == {"committed_samples": 27, "pending_retry": {}, "dropped": {}}
+
+
+def test_permanent_drops_count_until_retry_failed_makes_the_pair(tmp_path):
+    loc = Location.parse(str(tmp_path))
+    write(loc, assembled(range(2), failed_pair=1, reason="refusal"), prefix="001abcd-00000-w0000000a-")
+    assert run_outcome(loc)["dropped"] == {"refusal": 1}
+    write(loc, assembled([1]), prefix="002abcd-00000-w0000000b-")  # --retry-failed refusal, now answered
+    assert run_outcome(loc) == {"committed_samples": 18, "pending_retry": {}, "dropped": {}}
+
+
+def test_stats_command_shows_committed_pending_and_dropped(tmp_path):
+    loc = Location.parse(str(tmp_path))
+    rows = assembled(range(2), failed_pair=1, reason="backend_error") + assembled([5], failed_pair=5)
+    write(loc, rows)
+    res = CliRunner().invoke(app, ["stats", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert "committed: 9 samples" in res.output
+    assert "pending retry: 1 (backend_error=1): run the same command again" in res.output
+    assert "dropped for good: 1 (invalid_json=1)" in res.output
+
+
+def test_retry_failed_takes_only_permanent_reasons(tmp_path):
+    res = CliRunner().invoke(app, ["run", "--input", str(tmp_path), "--output", str(tmp_path / "o"),
+                                   "--retry-failed", "backend_error"])
+    assert res.exit_code == 2 and "'backend_error' is transient" in res.output and "Traceback" not in res.output
+    res = CliRunner().invoke(app, ["run", "--input", str(tmp_path), "--output", str(tmp_path / "o"),
+                                   "--retry-failed", "bad_luck"])
+    assert res.exit_code == 2 and "is not a failure reason" in res.output
+
+
+def test_ctrl_c_prints_one_line_and_exits_130(tmp_path, monkeypatch):
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("datagen.pipeline.run.run_pipeline", interrupted)
+    res = CliRunner().invoke(app, ["run", "--input", str(tmp_path), "--output", str(tmp_path / "ds")])
+    assert res.exit_code == 130 and "interrupted" in res.output and "run the same command again" in res.output
