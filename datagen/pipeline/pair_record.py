@@ -58,5 +58,5 @@ def label_changes(row: dict[str, Any], task: str) -> tuple[list[str], dict[str, 
 def kept_label_failures(row: dict[str, Any]) -> list[dict[str, Any]]:
     """Failure rows of the re-runs that failed for good on this pair (it kept the old label)."""
     return [{"input_uri": row.get(C.VIDEO_URI), "video_id": row.get(C.VIDEO_ID), "key": row.get(C.PAIR_KEY),
-             "stage": k["stage"], "reason": k["reason"], "detail": f"kept the old label: {k['detail']}"}
-            for k in json.loads(row.get(KEPT) or "[]")]
+             "stage": f["stage"], "reason": f["reason"], "detail": f"kept the old label: {f['detail']}"}
+            for f in json.loads(row.get(KEPT) or "[]")]  # reasons the stages emitted, forwarded

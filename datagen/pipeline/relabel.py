@@ -169,7 +169,7 @@ def build_relabel_dataset(cfg: PipelineConfig, src: Location, requested: list[st
         ds = ds.map_batches(RelabelStep, fn_constructor_kwargs={"stage_cls": MODEL_STAGES[name], "config": section,
                                                                 "requested": name in requested, "only_stale": only_stale},
                             compute=ray.data.ActorPoolStrategy(size=section.resources.concurrency),
-                            **_map_kwargs(section.resources))
+                            max_restarts=cfg.ray.max_actor_restarts, **_map_kwargs(section.resources))
     assemble = dataclasses.replace(cfg.assemble, tasks={t: r for t, r in cfg.assemble.tasks.items() if t in tasks})
     ds = ds.map_batches(_cpu_stage, fn_kwargs={"stage_cls": AssembleStage, "config": assemble},
                         compute=ray.data.TaskPoolStrategy(size=res.concurrency), **_map_kwargs(res))
