@@ -16,7 +16,7 @@ import jsonschema
 from datagen.caption.schema import REQUIRED_FIELDS
 
 # Phrases of a model declining the task; checked on free text and on the JSON's text fields.
-_REFUSAL = re.compile(r"\b(I('m| am) sorry|I can(no|')t|I cannot|unable to (help|assist|comply)|as an AI)\b", re.I)
+REFUSAL = re.compile(r"\b(I('m| am) sorry|I can(no|')t|I cannot|unable to (help|assist|comply)|as an AI)\b", re.I)
 
 
 @dataclass
@@ -34,7 +34,7 @@ def check_caption(raw: str, schema: dict[str, Any], box_space: tuple[int, int], 
     try:
         data = json.loads(text)
     except ValueError as e:
-        if _REFUSAL.search(text):
+        if REFUSAL.search(text):
             return Verdict(None, "refusal", text[:300])
         return Verdict(None, "invalid_json", f"{e}: {text[:300]!r}")
     if not isinstance(data, dict):
@@ -43,7 +43,7 @@ def check_caption(raw: str, schema: dict[str, Any], box_space: tuple[int, int], 
     if missing:
         return Verdict(None, "missing_fields", f"missing {', '.join(missing)}")
     for field in ("caption_a", "caption_b", "instruction"):
-        if isinstance(data[field], str) and _REFUSAL.search(data[field]):
+        if isinstance(data[field], str) and REFUSAL.search(data[field]):
             return Verdict(None, "refusal", f"{field}: {data[field][:300]}")
     error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(data))
     if error is not None:
