@@ -30,6 +30,7 @@ MANIFEST_SCHEMA = pa.schema([
     ("changed_labels", pa.list_(pa.string())),  # stages whose labels a relabel replaced
     ("previous_labels", pa.list_(LABEL)),  # their provenance before the relabel
     ("dataset_version", pa.int32()),
+    ("verify_score", pa.int16()),  # the judge's 1-5 score of the pair; null when verify did not run (and in older datasets)
 ])
 
 FAILURES_SCHEMA = pa.schema([
@@ -53,4 +54,27 @@ PROGRESS_SCHEMA = pa.schema([
     ("status", pa.string()),  # "done" or "failed"
     ("made", pa.list_(pa.string())),  # task names sampled from the pair
     ("skipped_json", pa.string()),  # {task: reason} for tasks that did not apply
+])
+
+# Pairs the verify stage's judge rejected (score below verify.min_score), with what a later
+# judge or a preference model needs to reuse them without decoding the video again.
+NEGATIVES_SCHEMA = pa.schema([
+    ("pair_key", pa.string()),
+    ("video_uri", pa.string()),
+    ("video_id", pa.string()),
+    ("shot", pa.int32()),
+    ("pair", pa.int32()),
+    ("frame_a", pa.int64()),
+    ("frame_b", pa.int64()),
+    ("t_a_s", pa.float64()),
+    ("t_b_s", pa.float64()),
+    ("instruction", pa.string()),
+    ("caption_json", pa.string()),  # the captioner's whole answer
+    ("score", pa.int16()),  # the judge's 1-5 score
+    ("verdict_json", pa.string()),  # score, plausible, failing_parts
+    ("judge_json", pa.string()),  # the judge's provenance (model, revision, prompt version, min_score)
+    ("width", pa.int32()),
+    ("height", pa.int32()),
+    ("image_a", pa.binary()),  # the frames as the pipeline encoded them
+    ("image_b", pa.binary()),
 ])

@@ -115,10 +115,11 @@ class _PairContext:
         self.row, self.cfg = row, cfg
         self.facts = json.loads(row.get(C.FACTS) or "{}")
         self.caption = json.loads(row[C.CAPTION]) if row.get(C.CAPTION) else None
+        self.verdict = json.loads(row[C.VERIFY]) if row.get(C.VERIFY) else {}  # the judge's, on the caption
         self.rgb_ext = _ext(row[C.IMAGE_A])
         self.size = (int(row[C.WIDTH]), int(row[C.HEIGHT]))
         self.labels = {}
-        for stage in ("pairs", "caption", "segment", "depth", "edges"):
+        for stage in ("pairs", "caption", "verify", "segment", "depth", "edges"):
             raw = row.get(C.provenance_column(stage))
             if raw:
                 self.labels[stage] = Provenance(**json.loads(raw))
@@ -211,6 +212,7 @@ class _PairContext:
         media[tm] = target
         depth_model = self.labels["depth"].model_id if "depth" in self.labels else ""
         r = self.row
+        judged = ("verify",) if "caption" in needs else ()  # the verdict is on the caption's instruction
         record = SampleRecord(
             key=key, task_id=spec.id, task=task,
             prompt=Prompt(base=base_prompt(task, self.caption or {}, names),
@@ -219,7 +221,8 @@ class _PairContext:
             target=ImageRef(tm, Role.target, spec.target, w, h),
             source=Source(r[C.VIDEO_URI], r[C.VIDEO_ID], int(r[C.SHOT]), int(r[C.PAIR]), int(r[C.FRAME_A]),
                           int(r[C.FRAME_B]), float(r[C.T_A_S]), float(r[C.T_B_S])),
-            labels={s: self.labels[s] for s in ("pairs", *needs) if s in self.labels},
+            labels={s: self.labels[s] for s in ("pairs", *needs, *judged) if s in self.labels},
             facts=self.facts,
+            verify=self.verdict if judged else {},
         )
         return record, media

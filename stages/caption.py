@@ -9,10 +9,10 @@ then the row is marked failed with the last reason; a backend that stays down gi
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from datagen.caption.backends import open_backend
 from datagen.caption.prompt import PROMPT_VERSION, build_messages, prepare_image
 from datagen.caption.request import CaptionRequest
 from datagen.caption.retry import ask_with_retries
@@ -58,27 +58,6 @@ class CaptionConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_image_side_px < self.image_multiple_px:
             raise ValueError(f"max_image_side_px ({self.max_image_side_px}) must be >= image_multiple_px")
-
-
-def open_backend(cfg: CaptionConfig):
-    device = cfg.device
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = cfg.dtype if cfg.dtype != "auto" else ("bfloat16" if device.startswith("cuda") else "float32")
-    if cfg.backend == "transformers":
-        from datagen.caption.local_vlm import TransformersVLM
-
-        return TransformersVLM(cfg.model, cfg.revision, device, dtype)
-    if cfg.backend == "vllm-server":
-        from datagen.caption.vllm_server import VllmServer
-
-        return VllmServer(cfg.endpoints, cfg.model, cfg.revision, os.environ.get(cfg.api_key_env, ""),
-                          cfg.requests_in_flight, cfg.request_timeout_s, cfg.guided_decoding)
-    from datagen.caption.vllm_engine import VllmEngine
-
-    return VllmEngine(cfg.model, cfg.revision, dtype, cfg.guided_decoding, cfg.seed, cfg.engine_args)
 
 
 @dataclass

@@ -11,6 +11,7 @@ from ray.data.block import BlockAccessor
 
 import pyarrow.parquet as pq
 
+from datagen.io.negatives import negative_row, write_negatives
 from datagen.io.shards import MANIFEST_DIR, DatasetWriter, ShardLimits
 from datagen.io.storage import Location
 from datagen.pipeline.progress import write_progress
@@ -31,6 +32,7 @@ def write_rows(loc: Location, rows: Iterable[dict[str, Any]], *, prefix: str, li
                skip_keys: frozenset[str] = frozenset(), dataset_version: int = 1) -> dict[str, Any]:
     """Write one bundle of rows; returns counts. Usable without Ray (tests, relabel)."""
     progress: list[dict] = []
+    negatives: list[dict] = []  # pairs the judge rejected, kept with their frames and verdict
     counts: Counter = Counter()
     with DatasetWriter(loc, limits=limits, prefix=prefix, dataset_version=dataset_version) as w:
         for row in rows:
@@ -41,6 +43,9 @@ def write_rows(loc: Location, rows: Iterable[dict[str, Any]], *, prefix: str, li
                               key=row.get("key") or pk, stage=row[C.FAILED_STAGE],
                               reason=row.get(C.FAILED_REASON) or "unknown", detail=row.get(C.FAILED_DETAIL))
                 counts["failures"] += 1
+                negative = negative_row(row)
+                if negative is not None:
+                    negatives.append(negative)
                 if kind != "failure":  # a whole pair (or video) failed before assemble
                     progress.append({"pair_key": pk, "video_id": row.get(C.VIDEO_ID),
                                      "video_uri": row.get(C.VIDEO_URI), "pairs_in_video": row.get("pairs_in_video"),
@@ -60,6 +65,7 @@ def write_rows(loc: Location, rows: Iterable[dict[str, Any]], *, prefix: str, li
                 counts["pairs"] += 1
             else:
                 raise ValueError(f"row of unknown kind {kind!r} reached the writer (columns: {sorted(row)})")
+    write_negatives(loc, negatives, prefix)
     write_progress(loc, progress, prefix)  # last: marks these pairs done
     return dict(counts)
 
