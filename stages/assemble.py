@@ -14,14 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from datagen import UserError
+from datagen import UserError, task_shares
 from datagen.cutouts import cut_out, remove_region
 from datagen.media import decode_image, encode_image
 from datagen.prompts import base_prompt, context_prompt
 from schemas import columns as C
 from schemas.members import input_member, pair_key, sample_key, target_member
 from schemas.sample import ImageRef, Prompt, Provenance, SampleRecord, Source
-from schemas.tasks import TASK_BY_NAME, TASKS, ImageKind, Role, input_slots
+from schemas.tasks import TASK_BY_ID, TASK_BY_NAME, TASKS, ImageKind, Role, input_slots
 from stages.base import Resources, Stage
 
 # Which labelling stages each task's members and prompts depend on (its provenance).
@@ -38,6 +38,9 @@ class AssembleConfig:
     # Share of pairs that yield each task (0 disables it); selection is a hash of the
     # key, so a re-run makes the same choice.
     tasks: dict[str, float] = field(default_factory=lambda: {t.name: 1.0 for t in TASKS})
+    # Target share per task in the dataset (normalised; tasks left out are not limited); a task
+    # over its share stops being written. Empty: no quotas. See datagen/task_shares.py.
+    task_shares: dict[str, float] = field(default_factory=dict)
     assets_per_sample: int = 2  # fixed per dataset: HF datasets needs one member set per task directory
     min_object_area_frac: float = 0.01  # smaller SAM2 masks are mostly fragments
     max_object_area_frac: float = 0.6  # an "object" filling the frame is background
@@ -50,6 +53,12 @@ class AssembleConfig:
                 raise UserError(f"config assemble.tasks: unknown task {name!r}; allowed: {', '.join(TASK_BY_NAME)}")
             if not 0.0 <= ratio <= 1.0:
                 raise UserError(f"config assemble.tasks.{name}: ratio {ratio} must be within 0..1")
+        for name, share in self.task_shares.items():
+            if name not in TASK_BY_NAME or share < 0:
+                raise UserError(f"config assemble.task_shares.{name}: a known task with a share >= 0 "
+                                f"(tasks: {', '.join(TASK_BY_NAME)})")
+        if self.task_shares and sum(self.task_shares.values()) <= 0:
+            raise UserError("config assemble.task_shares: the shares must not all be 0")
         if self.assets_per_sample < 1:
             raise UserError("config assemble.assets_per_sample must be >= 1")
 
@@ -75,7 +84,24 @@ class AssembleStage(Stage):
         out = []
         for row in rows:
             out += self.assemble_pair(row)
-        return out
+        return self._apply_shares(out) if self.config.task_shares else out
+
+    def _apply_shares(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Drop the samples of tasks over their share; their pairs record `over_share`."""
+        samples = [r for r in rows if r["row_kind"] == "sample"]
+        keep = task_shares.select([(r["key"], TASK_BY_ID[r["task_id"]].name) for r in samples], self.config.task_shares)
+        gone: dict[str, set[str]] = {}  # pair key -> its tasks dropped over share
+        for r in samples:
+            if r["key"] not in keep:
+                gone.setdefault(r["pair_key"], set()).add(TASK_BY_ID[r["task_id"]].name)
+        for r in rows:
+            if r["row_kind"] == "pair" and r["pair_key"] in gone:
+                tasks = gone[r["pair_key"]]
+                r["made_json"] = json.dumps([t for t in json.loads(r["made_json"]) if t not in tasks])
+                r["skipped_json"] = json.dumps({**json.loads(r["skipped_json"]),
+                                                **dict.fromkeys(tasks, task_shares.OVER_SHARE)}, sort_keys=True)
+        return [r for r in rows if r["row_kind"] != "sample" or r["key"] in keep]
+
 
     def assemble_pair(self, row: dict[str, Any]) -> list[dict[str, Any]]:
         pk = pair_key(row[C.VIDEO_ID], row[C.SHOT], row[C.PAIR])

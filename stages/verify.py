@@ -12,7 +12,7 @@ Input: IMAGE_A, IMAGE_B, CAPTION. Output: VERIFY (JSON) and `provenance_verify`.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, ClassVar, Literal
 
 from datagen import UserError
@@ -71,12 +71,11 @@ class VerifyConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
-    def inherit(self, caption: Any) -> None:
-        """Fill what is left empty from the caption section (one model serves both by default)."""
-        self.backend = self.backend or caption.backend
-        if not self.model:
-            self.model, self.revision = caption.model, caption.revision
-        self.endpoints = self.endpoints or list(caption.endpoints)
+    def resolved(self, caption: Any) -> "VerifyConfig":
+        """This config with what is left empty taken from the caption section (one model serves both by default)."""
+        model, revision = (self.model, self.revision) if self.model else (caption.model, caption.revision)
+        return replace(self, backend=self.backend or caption.backend, model=model, revision=revision,
+                       endpoints=self.endpoints or list(caption.endpoints))
 
 
 class VerifyStage(Stage):

@@ -17,11 +17,12 @@ from typing import Any
 
 import yaml
 
-from datagen import UserError
+from datagen import UserError, task_shares
 from datagen.config import to_dict
 from datagen.io.storage import Location
 from datagen.io.tables import compute_stats, read_failures, write_stats
 from datagen.pipeline.config import PipelineConfig
+from datagen.pipeline.costs import CostLedger, report_batch, reporting, summarize
 from datagen.pipeline.progress import ResumeState, clean_partial_writes, read_progress
 from datagen.pipeline.sink import DatasetSink
 from schemas import columns as C
@@ -33,10 +34,14 @@ from stages.depth import DepthStage
 from stages.edges import EdgesStage
 from stages.ingest import IngestStage, source_rows
 from stages.pairs import PairsStage
+from stages.safety import SafetyStage
 from stages.segment import SegmentStage
 from stages.shots import ShotsStage
+from stages.text import TextStage
+from stages.verify import VerifyStage
 
-MODEL_STAGES = {"caption": CaptionStage, "segment": SegmentStage, "depth": DepthStage, "edges": EdgesStage}
+MODEL_STAGES = {"text": TextStage, "safety": SafetyStage, "caption": CaptionStage, "verify": VerifyStage,
+                "segment": SegmentStage, "depth": DepthStage, "edges": EdgesStage}
 RUN_FILE, CONFIG_FILE = "run.json", "config.yaml"
 
 
@@ -63,12 +68,14 @@ class VideoRegistry:
         return [self.owner.setdefault(vid, uri) for vid, uri in pairs]
 
 
-def _cpu_stage(batch, stage_cls: type[Stage], config: Any, resume: Any = None, registry: Any = None):
+def _cpu_stage(batch, stage_cls: type[Stage], config: Any, resume: Any = None, registry: Any = None, ledger: Any = None):
     key = f"{stage_cls.__module__}.{stage_cls.__qualname__}:{json.dumps(to_dict(config), sort_keys=True)}"
     stage = _STAGE_CACHE.get(key)
     if stage is None:
         stage = _STAGE_CACHE[key] = stage_cls(config)
     out = stage(batch)
+    if ledger is not None:
+        report_batch(ledger, stage, 0.0)
     if stage_cls is IngestStage:
         if resume is not None:
             out = _drop_done_videos(out, resume)
@@ -118,7 +125,7 @@ def _map_kwargs(res: Resources) -> dict[str, Any]:
     return kw
 
 
-def build_dataset(cfg: PipelineConfig, sources: list[dict], state: ResumeState):
+def build_dataset(cfg: PipelineConfig, sources: list[dict], state: ResumeState, ledger: Any = None):
     import ray
 
     registry = ray.remote(num_cpus=0)(VideoRegistry).remote()
@@ -126,15 +133,17 @@ def build_dataset(cfg: PipelineConfig, sources: list[dict], state: ResumeState):
     for stage_cls, section in ((IngestStage, cfg.ingest), (ShotsStage, cfg.shots), (PairsStage, cfg.pairs)):
         res = section.resources
         extra = {"resume": state, "registry": registry} if stage_cls is IngestStage else {"resume": state}
+        extra["ledger"] = ledger
         ds = ds.map_batches(_cpu_stage, fn_kwargs={"stage_cls": stage_cls, "config": section, **extra},
                             compute=ray.data.TaskPoolStrategy(size=res.concurrency), **_map_kwargs(res))
-    for name in cfg.labels:
-        section = getattr(cfg, name)
+    for name in cfg.model_stages:
+        section = cfg.section(name)
         res = section.resources
-        ds = ds.map_batches(MODEL_STAGES[name], fn_constructor_kwargs={"config": section},
+        stage_cls = reporting(MODEL_STAGES[name], ledger, res.num_gpus) if ledger is not None else MODEL_STAGES[name]
+        ds = ds.map_batches(stage_cls, fn_constructor_kwargs={"config": section},
                             compute=ray.data.ActorPoolStrategy(size=res.concurrency), **_map_kwargs(res))
     res = cfg.assemble.resources
-    ds = ds.map_batches(_cpu_stage, fn_kwargs={"stage_cls": AssembleStage, "config": cfg.assemble},
+    ds = ds.map_batches(_cpu_stage, fn_kwargs={"stage_cls": AssembleStage, "config": cfg.assemble, "ledger": ledger},
                         compute=ray.data.TaskPoolStrategy(size=res.concurrency), **_map_kwargs(res))
     return ds
 
@@ -160,11 +169,11 @@ def check_actor_resources(cfg: PipelineConfig, cluster: dict[str, float], local:
     fixed local machine; an autoscaling cluster may still grow, so there it only warns."""
     for unit in ("CPU", "GPU"):
         key = "num_cpus" if unit == "CPU" else "num_gpus"
-        need = sum(getattr(getattr(cfg, s).resources, key) * getattr(cfg, s).resources.concurrency for s in cfg.labels)
+        need = sum(getattr(getattr(cfg, s).resources, key) * getattr(cfg, s).resources.concurrency for s in cfg.model_stages)
         have = float(cluster.get(unit, 0.0))
         stuck = need > have if unit == "GPU" else need >= have
         if need and stuck:
-            msg = (f"the model stages' actors need {need:g} {unit} ({', '.join(cfg.labels)}: resources.{key} x "
+            msg = (f"the model stages' actors need {need:g} {unit} ({', '.join(cfg.model_stages)}: resources.{key} x "
                    f"concurrency) but the Ray cluster has {have:g}{', leaving none for the CPU stages' if unit == 'CPU' else ''}; "
                    f"lower <stage>.resources.{key} or concurrency (e.g. --set depth.resources.{key}=0.25)"
                    + (" or use a CPU profile (--config cpu)" if unit == "GPU" else ""))
@@ -203,7 +212,8 @@ def stage_yields(loc: Location, videos_in: int, labels: list[str]) -> dict[str, 
     for stage in labels:
         out[stage] = {"in": n, "out": n - failures[stage]}
         n -= failures[stage]
-    out["assemble"] = {"in": n}  # pairs in; its drops are per sample (failures table), its output is samples
+    # pairs in; its drops are per sample (failures table), its output is samples
+    out["assemble"] = {"in": n, "pairs_survival": round(n / pairs, 4) if pairs else None}
     return out
 
 
@@ -222,11 +232,16 @@ def run_pipeline(cfg: PipelineConfig, inputs: list[str], output: str, *, console
             if resumed else "new run"
         console.print(f"datagen run: {len(sources)} videos -> {loc.url} ({what})", highlight=False)
     init_ray(cfg)
-    ds = build_dataset(cfg, sources, state)
+    ledger = ray.remote(num_cpus=0)(CostLedger).remote()
+    ds = build_dataset(cfg, sources, state, ledger)
     sink = DatasetSink(output, cfg.write.limits, frozenset(state.committed_keys), cfg.write.min_rows_per_write,
                        attempt=f"{run['attempts']:03d}{uuid.uuid4().hex[:4]}")
     ds.write_datasink(sink)
-    stats = compute_stats(loc, stage_yields(loc, len(sources), cfg.labels),
-                          {"smoke": cfg.smoke, "config_fingerprint": run["fingerprint"], "attempts": run["attempts"]})
+    gpus_held = sum(getattr(cfg, s).resources.num_gpus * getattr(cfg, s).resources.concurrency for s in cfg.model_stages)
+    cost = summarize(ray.get(ledger.totals.remote()), sink.totals["samples"], time.time() - t0, gpus_held)
+    shares = {"task_shares": task_shares.dataset_report(loc, cfg.assemble.task_shares)} if cfg.assemble.task_shares else {}
+    stats = compute_stats(loc, stage_yields(loc, len(sources), cfg.model_stages),
+                          {"smoke": cfg.smoke, "config_fingerprint": run["fingerprint"], "attempts": run["attempts"],
+                           "cost": cost, **shares})
     write_stats(loc, stats)
     return RunSummary(loc.url, stats, time.time() - t0, resumed)
