@@ -22,11 +22,12 @@ from stages.base import Resources, Stage, fail
 class TextConfig:
     # A subtitle line covers ~2-5% of a frame; slides, title cards and stacked tickers cover more.
     max_area: float = 0.15
-    # Text in one frame but not the other, as a share of the frame: a changed subtitle line is
-    # ~2-5%, a static logo or watermark ~0 (a missed detection of one costs < 0.5%).
+    # Text in one frame without a counterpart in the other, as a share of the frame: a changed
+    # subtitle line is ~2-5%, a static logo or the same line ~0 (a logo missed in one frame < 0.5%).
     max_change: float = 0.005
-    # Short side the detector sees: PP-OCR's own 736 finds ~10 px glyphs; 480 costs a third of that
-    # and still finds subtitle-sized text.
+    match_iou: float = 0.5  # boxes of A and B overlapping this much are the same text (detector jitter is ~0.8-0.9)
+    # Largest short side the detector sees (frames are never upscaled): PP-OCR's own 736;
+    # 480 costs a third of that and still finds subtitle-sized text.
     detect_short_side_px: int = 736
     box_thresh: float = 0.5  # RapidOCR's default region score: lower finds texture as "text"
     device: str = "auto"  # auto: CUDA when onnxruntime-gpu is installed, else CPU
@@ -52,7 +53,7 @@ class TextStage(Stage):
     def process(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         cfg = self.config
         for row, a, b in decoded_pairs(rows, self.name):
-            m = measure(self.detector.mask(a), self.detector.mask(b))
+            m = measure(self.detector.regions(a), self.detector.regions(b), a.shape[:2], cfg.match_iou)
             area = max(m.area_frac_a, m.area_frac_b)
             facts = json.loads(row.get(FACTS) or "{}")
             facts.update(text_area_frac=round(area, 4), text_change_frac=round(m.change_frac, 4))
