@@ -60,14 +60,7 @@ PROGRESS_SCHEMA = pa.schema([
 # judge or a preference model needs to reuse them without decoding the video again.
 NEGATIVES_SCHEMA = pa.schema([
     ("pair_key", pa.string()),
-    ("video_uri", pa.string()),
-    ("video_id", pa.string()),
-    ("shot", pa.int32()),
-    ("pair", pa.int32()),
-    ("frame_a", pa.int64()),
-    ("frame_b", pa.int64()),
-    ("t_a_s", pa.float64()),
-    ("t_b_s", pa.float64()),
+    *(MANIFEST_SCHEMA.field(n) for n in ("video_uri", "video_id", "shot", "pair", "frame_a", "frame_b", "t_a_s", "t_b_s")),
     ("instruction", pa.string()),
     ("caption_json", pa.string()),  # the captioner's whole answer
     ("score", pa.int16()),  # the judge's 1-5 score

@@ -5,32 +5,20 @@ one table of reasons covers both VLM stages.
 """
 from __future__ import annotations
 
-import json
-import re
 from typing import Any
 
 import jsonschema
 
-from datagen.caption.validate import REFUSAL
+from datagen.caption.validate import parse_answer
 from datagen.judge.schema import REQUIRED_FIELDS
 
 
 def check_verdict(raw: str, schema: dict[str, Any]) -> tuple[dict[str, Any] | None, str, str]:
     """(verdict, "", "") when `raw` is valid against `schema`, else (None, reason, detail)."""
-    text = raw.strip()
-    if text.startswith("```"):  # a fenced answer is still an answer
-        text = re.sub(r"^```(json)?\s*|\s*```$", "", text)
-    try:
-        data = json.loads(text)
-    except ValueError as e:
-        if REFUSAL.search(text):
-            return None, "refusal", text[:300]
-        return None, "invalid_json", f"{e}: {text[:300]!r}"
-    if not isinstance(data, dict):
-        return None, "invalid_json", f"expected a JSON object, got {type(data).__name__}"
-    missing = [f for f in REQUIRED_FIELDS if f not in data]
-    if missing:
-        return None, "missing_fields", f"missing {', '.join(missing)}"
+    parsed = parse_answer(raw, REQUIRED_FIELDS)
+    data = parsed.caption
+    if data is None:
+        return None, parsed.reason, parsed.detail
     error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(data))
     if error is not None:
         where = "/".join(map(str, error.absolute_path))
