@@ -3,7 +3,8 @@
 Every stage times its batches (`Stage.last_cost`: CPU-seconds of its process, wall
 seconds); the runner adds each batch to one `CostLedger` actor. GPU-seconds are a
 stage's busy wall time times the GPU share its actors hold; `gpu_s_reserved` is what a
-GPU cluster bills: the run's wall time times every GPU the model stages hold.
+GPU cluster bills: the run's wall time times every GPU the model stages hold. CPU time
+of processes a stage starts (vLLM's engine core) is not in its timer; its GPU time is.
 """
 from __future__ import annotations
 
