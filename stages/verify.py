@@ -86,7 +86,7 @@ class VerifyStage(Stage):
         if not config.backend or not config.model:
             raise UserError("verify.backend and verify.model must be set (a pipeline config fills them from caption)")
         self.config = p = config
-        self.backend = open_backend(config)
+        self.backend = open_backend(config, self.name)
         self.schema = judge_schema(p.max_text_chars, p.max_failing_parts)
         self.grammar = grammar_schema(self.schema)
         self.provenance = json.dumps(asdict(Provenance(self.backend.model_id, self.backend.revision, params={

@@ -20,8 +20,8 @@ class BackendConfig(Protocol):
     engine_args: dict[str, Any]
 
 
-def open_backend(cfg: BackendConfig):
-    """The backend `cfg.backend` names, built once per actor (the caption and verify stages share this)."""
+def open_backend(cfg: BackendConfig, section: str = "caption"):
+    """The backend `cfg.backend` names, built once per actor; `section` names the config in errors."""
     device = cfg.device
     if device == "auto":
         import torch
@@ -31,12 +31,12 @@ def open_backend(cfg: BackendConfig):
     if cfg.backend == "transformers":
         from datagen.caption.local_vlm import TransformersVLM
 
-        return TransformersVLM(cfg.model, cfg.revision, device, dtype)
+        return TransformersVLM(cfg.model, cfg.revision, device, dtype, section)
     if cfg.backend == "vllm-server":
         from datagen.caption.vllm_server import VllmServer
 
         return VllmServer(cfg.endpoints, cfg.model, cfg.revision, os.environ.get(cfg.api_key_env, ""),
-                          cfg.requests_in_flight, cfg.request_timeout_s, cfg.guided_decoding)
+                          cfg.requests_in_flight, cfg.request_timeout_s, cfg.guided_decoding, section)
     from datagen.caption.vllm_engine import VllmEngine
 
-    return VllmEngine(cfg.model, cfg.revision, dtype, cfg.guided_decoding, cfg.seed, cfg.engine_args)
+    return VllmEngine(cfg.model, cfg.revision, dtype, cfg.guided_decoding, cfg.seed, cfg.engine_args, section)

@@ -93,5 +93,7 @@ def test_a_pair_without_instruction_is_bad_caption(stage):
 def test_judge_needs_a_model(tmp_path):
     with pytest.raises(UserError, match="verify.model"):
         VerifyStage(VerifyConfig())
+    with pytest.raises(UserError, match="verify.model .*cannot load"):  # errors name the judge's section
+        VerifyStage(VerifyConfig(backend="transformers", model=str(tmp_path / "nothing-here")))
     with pytest.raises(ValueError, match="min_score"):
         VerifyConfig(min_score=6)
