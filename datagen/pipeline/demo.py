@@ -21,7 +21,9 @@ def _tiny_builders() -> dict[str, tuple[str, Callable[[Path], object]]]:
     from datagen.models.tiny_vision import build_tiny_depth_anything, build_tiny_sam2
     from datagen.models.tiny_vlm import build_tiny_vlm
 
-    return {"caption": ("qwen2-vl", build_tiny_vlm), "verify": ("qwen2-vl", build_tiny_vlm), "segment": ("sam2", build_tiny_sam2),
+    # verify before caption: an unnamed judge resolves to the captioner's model, which the
+    # caption entry then swaps for the tiny one (and the judge must get its smoke settings)
+    return {"verify": ("qwen2-vl", build_tiny_vlm), "caption": ("qwen2-vl", build_tiny_vlm), "segment": ("sam2", build_tiny_sam2),
             "depth": ("depth-anything", build_tiny_depth_anything)}
 
 
