@@ -12,6 +12,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(VENV)/bin/pip install -q -U pip wheel setuptools
 	# torch is pinned to the local CPU wheel here through constraints.txt, never in pyproject.toml
 	$(VENV)/bin/pip install -q -c constraints.txt -e '.[test]'
+	# RapidOCR declares the GUI opencv-python, which would overwrite opencv-python-headless's cv2;
+	# its real dependencies are in pyproject.toml
+	$(VENV)/bin/pip install -q --no-deps -c constraints.txt rapidocr-onnxruntime
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -42,7 +42,7 @@ def stage_shares(cfg, inputs: list[str]) -> dict[str, float]:
     batch = C.rows_to_batch(source_rows(inputs))
     seconds = {}
     chain = [("ingest", IngestStage(cfg.ingest)), ("shots", ShotsStage(cfg.shots)), ("pairs", PairsStage(cfg.pairs))]
-    chain += [(n, MODEL_STAGES[n](getattr(cfg, n))) for n in cfg.labels]
+    chain += [(n, MODEL_STAGES[n](cfg.section(n))) for n in cfg.model_stages]
     chain += [("assemble", AssembleStage(cfg.assemble))]
     for name, stage in chain:
         t = time.perf_counter()

@@ -47,7 +47,7 @@ def pair_rows(n: int, width: int, height: int) -> list[dict[str, Any]]:
     for i in range(n):
         a = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
         b = np.roll(a, 3 + i % 5, axis=1)
-        caption = {"objects": [{"name": "left", "box": [0, 0, width // 2, height]},
+        caption = {"instruction": "shift the view a little to the left", "objects": [{"name": "left", "box": [0, 0, width // 2, height]},
                                {"name": "centre", "box": [width // 4, height // 4, 3 * width // 4, 3 * height // 4]}]}
         rows.append({IMAGE_A: encode_image(a), IMAGE_B: encode_image(b), WIDTH: width, HEIGHT: height,
                      CAPTION: json.dumps(caption)})
@@ -88,8 +88,37 @@ def caption_bench(size: str, device: str, model_dir: Path):
                                        resources=Resources(num_gpus=0, batch_size=4))
 
 
+def verify_bench(size: str, device: str, model_dir: Path):
+    """The judge through the transformers backend on the same tiny random Qwen2-VL as caption."""
+    from datagen.models.tiny_vlm import build_tiny_vlm
+    from stages.base import Resources
+    from stages.verify import VerifyConfig, VerifyStage
+
+    path = model_dir / "tiny-vlm"
+    if not path.exists():
+        build_tiny_vlm(path)
+    return VerifyStage, VerifyConfig(backend="transformers", model=str(path), device=device, max_image_side_px=112,
+                                     max_failing_parts=0, max_new_tokens=64, min_score=1,
+                                     resources=Resources(num_gpus=0, batch_size=4))
+
+
+def text_bench(size: str, device: str, model_dir: Path):
+    """RapidOCR's real PP-OCRv4 detector (inside the wheel) at the default detection size."""
+    from stages.text import TextConfig, TextStage
+
+    return TextStage, TextConfig(device=device)
+
+
+def safety_bench(size: str, device: str, model_dir: Path):
+    """NudeNet's real 320n detector (inside the wheel)."""
+    from stages.safety import SafetyConfig, SafetyStage
+
+    return SafetyStage, SafetyConfig(device=device)
+
+
 BENCHES: dict[str, Callable] = {"segment": segment_bench, "depth": depth_bench, "edges": edges_bench,
-                                "caption": caption_bench}
+                                "caption": caption_bench, "verify": verify_bench, "text": text_bench,
+                                "safety": safety_bench}
 
 
 def timed(stage_cls):
@@ -163,6 +192,7 @@ def main(argv: list[str] | None = None) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             model_dir = Path(args.model_dir or tmp)
             model_dir.mkdir(parents=True, exist_ok=True)
+            ms_per_pair: dict[str, float] = {}
             for name in args.stages.split(","):
                 stage_cls, cfg = BENCHES[name](args.size, args.device, model_dir)
                 bs = args.batch_size or cfg.resources.batch_size
@@ -184,6 +214,12 @@ def main(argv: list[str] | None = None) -> None:
                 # Under 1.0 the actor waited for input (the pipeline starved it); near 1.0 with a low
                 # ratio above, the stage itself ran slower in the actor's process (e.g. CPU contention).
                 print(f"{name}.ray_data_busy{tag}: {piped_busy:.2f} fraction of wall", flush=True)
+                # What the stage costs per pair (two frames), bare: the figure to weigh a filter against
+                # the caption it saves (ratio against the first stage of this run, caption when measured).
+                ms_per_pair[name] = 1000.0 * images_per_row / bare
+                ref = "caption" if "caption" in ms_per_pair else next(iter(ms_per_pair))
+                print(f"{name}.cost_per_pair{tag}: {ms_per_pair[name]:.1f} ms/pair "
+                      f"ratio={ms_per_pair[name] / ms_per_pair[ref]:.2f} vs {ref}.cost_per_pair", flush=True)
     finally:
         ray.shutdown()
 

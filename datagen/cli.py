@@ -71,7 +71,7 @@ def stats(dataset: str = typer.Argument(..., help="dataset directory or URL")):
     if not loc.exists(""):
         raise UserError(f"dataset {dataset!r} not found; pass the --output directory of a run")
     saved = read_stats(loc) or {}
-    fresh = compute_stats(loc, saved.get("stages"), {k: v for k, v in saved.items() if k == "smoke"})
+    fresh = compute_stats(loc, saved.get("stages"), {k: v for k, v in saved.items() if k in ("smoke", "cost")})
     outcome = run_outcome(loc)
     out = Console()
     if fresh.get("smoke"):
@@ -83,14 +83,20 @@ def stats(dataset: str = typer.Argument(..., help="dataset directory or URL")):
         t.add_row(name, str(n))
     out.print(t)
     s = Table(title=f"stages ({fresh['failures']} failure rows)")
-    for c in ("stage", "in", "out", "dropped (by reason)"):
+    for c in ("stage", "in", "out", "survival", "dropped (by reason)"):
         s.add_column(c)
     for stage, st in fresh["stages"].items():
         dropped = ", ".join(f"{r}={n}" for r, n in sorted(st.get("dropped", {}).items())) or "-"
-        s.add_row(stage, str(st.get("in", "-")), str(st.get("out", "-")), dropped)
+        survival = st.get("survival", st.get("pairs_survival"))
+        s.add_row(stage, str(st.get("in", "-")), str(st.get("out", "-")),
+                  f"{survival:.0%}" if survival is not None else "-", dropped)
     out.print(s)
     for line in outcome_lines(outcome):
         out.print(line, highlight=False)
+    cost = fresh.get("cost") or {}
+    if cost.get("samples"):
+        out.print(f"last run: {cost['cpu_s_per_sample']:.3f} CPU-s and {cost['gpu_s_per_sample']:.3f} GPU-s "
+                  f"(busy) per accepted sample, {cost['samples']} samples", highlight=False)
 
 
 @app.command()

@@ -29,6 +29,8 @@ WIDTH, HEIGHT = "width", "height"  # int, size of image_a/image_b after resize
 FACTS = "facts_json"  # str, JSON object of measured facts (gap_s, flow, camera_motion, ...)
 # --- caption stage ---
 CAPTION = "caption_json"  # str, JSON: caption_a, caption_b, instruction, edit_type, objects[{name, box}]
+# --- verify stage ---
+VERIFY = "verify_json"  # str, JSON: score (1-5), plausible (bool), failing_parts[] of the judge's verdict
 # --- segment stage ---
 SEGMENTS = "segments_json"  # str, JSON list: {object_id, name, box_a, box_b, area_a, area_b, score, visible_b}
 MASKS_A, MASKS_B = "masks_a", "masks_b"  # list[bytes], 8-bit PNG per object (0/255), frame size

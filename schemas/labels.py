@@ -13,11 +13,12 @@ from typing import Any, Callable
 
 from schemas import columns as C
 
-LABEL_STAGES = ("caption", "segment", "depth", "edges")  # in pipeline order
+LABEL_STAGES = ("caption", "verify", "segment", "depth", "edges")  # in pipeline order
 
 # Columns each labelling stage writes, besides its provenance column.
 LABEL_COLUMNS: dict[str, tuple[str, ...]] = {
     "caption": (C.CAPTION,),
+    "verify": (C.VERIFY,),
     "segment": (C.SEGMENTS, C.MASKS_A, C.MASKS_B),
     "depth": (C.DEPTH_A, C.DEPTH_B),
     "edges": (C.EDGES_A, C.EDGES_B),
@@ -35,6 +36,7 @@ def caption_objects(caption_json: Any) -> list[list[Any]]:
 # stage -> {earlier label: what of that label's columns the stage reads}. When that part
 # of a pair's label changes, the stage is stale for the pair and re-runs on it.
 STAGE_INPUTS: dict[str, dict[str, Callable[[dict[str, Any]], Any]]] = {
+    "verify": {"caption": lambda row: row.get(C.CAPTION)},  # the judge scores the caption's instruction
     "segment": {"caption": lambda row: caption_objects(row.get(C.CAPTION))},
 }
 

@@ -34,6 +34,10 @@ REASONS: dict[str, Kind] = {
     "shots_error": PERMANENT,
     "no_pairs": PERMANENT,
     "pairs_error": PERMANENT,
+    # text / safety filters on a pair's frames
+    "text_heavy": PERMANENT,
+    "text_changes": PERMANENT,
+    "unsafe": PERMANENT,
     # caption: the model's answer, after its retries
     "bad_image": PERMANENT,
     "refusal": PERMANENT,
@@ -41,6 +45,8 @@ REASONS: dict[str, Kind] = {
     "missing_fields": PERMANENT,
     "box_out_of_range": PERMANENT,
     "bad_field": PERMANENT,
+    # verify: the judge's score is below verify.min_score (the pair is kept as a negative)
+    "instruction_mismatch": PERMANENT,
     # segment / depth
     "bad_caption": PERMANENT,
     "bad_output": PERMANENT,

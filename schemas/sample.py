@@ -68,12 +68,15 @@ class SampleRecord:
     labels: dict[str, Provenance]  # stage name -> provenance of the label it produced
     facts: dict[str, Any] = field(default_factory=dict)  # measured facts of the pair
     schema_version: int = SCHEMA_VERSION
+    # The judge's verdict on the pair (score 1-5, plausible, failing_parts) when verify ran;
+    # optional, so datasets written before the verify stage still read and validate.
+    verify: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data. Written out by hand: `dataclasses.asdict` deep-copies and
         dominated the shard writer's profile."""
         p, s = self.prompt, self.source
-        return {
+        d = {
             "key": self.key, "task_id": self.task_id, "task": self.task,
             "prompt": {"base": p.base, "context": p.context, "images": [_ref(i) for i in p.images]},
             "target": _ref(self.target),
@@ -84,6 +87,9 @@ class SampleRecord:
             "facts": _jsonable(self.facts),
             "schema_version": self.schema_version,
         }
+        if self.verify:
+            d["verify"] = _jsonable(self.verify)
+        return d
 
     def to_json(self) -> bytes:
         return json.dumps(self.to_dict(), sort_keys=True, ensure_ascii=False).encode("utf-8")
@@ -101,6 +107,7 @@ class SampleRecord:
             {k: Provenance(v["model_id"], v["revision"], v["params"]) for k, v in d["labels"].items()},
             d.get("facts", {}),
             d["schema_version"],
+            d.get("verify") or {},
         )
 
     def members(self) -> list[str]:

@@ -30,6 +30,7 @@ MANIFEST_SCHEMA = pa.schema([
     ("changed_labels", pa.list_(pa.string())),  # stages whose labels a relabel replaced
     ("previous_labels", pa.list_(LABEL)),  # their provenance before the relabel
     ("dataset_version", pa.int32()),
+    ("verify_score", pa.int16()),  # the judge's 1-5 score of the pair; null when verify did not run (and in older datasets)
 ])
 
 FAILURES_SCHEMA = pa.schema([
@@ -73,4 +74,20 @@ PAIR_INDEX_SCHEMA = pa.schema([
     ("removed", pa.list_(pa.string())),  # a re-label: keys of the version it came from that are gone
     ("changed", pa.list_(pa.string())),  # a re-label: keys whose labels were re-run
     ("dataset_version", pa.int32()),
+])
+
+# Pairs the verify stage's judge rejected (score below verify.min_score), with what a later
+# judge or a preference model needs to reuse them without decoding the video again.
+NEGATIVES_SCHEMA = pa.schema([
+    ("pair_key", pa.string()),
+    *(MANIFEST_SCHEMA.field(n) for n in ("video_uri", "video_id", "shot", "pair", "frame_a", "frame_b", "t_a_s", "t_b_s")),
+    ("instruction", pa.string()),
+    ("caption_json", pa.string()),  # the captioner's whole answer
+    ("score", pa.int16()),  # the judge's 1-5 score
+    ("verdict_json", pa.string()),  # score, plausible, failing_parts
+    ("judge_json", pa.string()),  # the judge's provenance (model, revision, prompt version, min_score)
+    ("width", pa.int32()),
+    ("height", pa.int32()),
+    ("image_a", pa.binary()),  # the frames as the pipeline encoded them
+    ("image_b", pa.binary()),
 ])

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from datagen import UserError
+from datagen import UserError, task_shares
 from datagen.cutouts import cut_out, remove_region
 from datagen.media import decode_image, encode_image
 from datagen.prompts import base_prompt, context_prompt
@@ -24,7 +24,7 @@ from schemas import columns as C
 from schemas.labels import TASK_LABELS
 from schemas.members import input_member, pair_key, sample_key, target_member
 from schemas.sample import ImageRef, Prompt, Provenance, SampleRecord, Source
-from schemas.tasks import TASK_BY_NAME, TASKS, ImageKind, Role, input_slots
+from schemas.tasks import TASK_BY_ID, TASK_BY_NAME, TASKS, ImageKind, Role, input_slots
 from stages.base import Resources, Stage
 
 
@@ -34,6 +34,9 @@ class AssembleConfig:
     # Share of pairs that yield each task (0 disables it); selection is a hash of the
     # key, so a re-run makes the same choice.
     tasks: dict[str, float] = field(default_factory=lambda: {t.name: 1.0 for t in TASKS})
+    # Target share per task in the dataset (normalised; tasks left out are not limited); a task
+    # over its share stops being written. Empty: no quotas. See datagen/task_shares.py.
+    task_shares: dict[str, float] = field(default_factory=dict)
     assets_per_sample: int = 2  # fixed per dataset: HF datasets needs one member set per task directory
     min_object_area_frac: float = 0.01  # smaller SAM2 masks are mostly fragments
     max_object_area_frac: float = 0.6  # an "object" filling the frame is background
@@ -46,6 +49,12 @@ class AssembleConfig:
                 raise UserError(f"config assemble.tasks: unknown task {name!r}; allowed: {', '.join(TASK_BY_NAME)}")
             if not 0.0 <= ratio <= 1.0:
                 raise UserError(f"config assemble.tasks.{name}: ratio {ratio} must be within 0..1")
+        for name, share in self.task_shares.items():
+            if name not in TASK_BY_NAME or share < 0:
+                raise UserError(f"config assemble.task_shares.{name}: a known task with a share >= 0 "
+                                f"(tasks: {', '.join(TASK_BY_NAME)})")
+        if self.task_shares and sum(self.task_shares.values()) <= 0:
+            raise UserError("config assemble.task_shares: the shares must not all be 0")
         if self.assets_per_sample < 1:
             raise UserError("config assemble.assets_per_sample must be >= 1")
 
@@ -68,7 +77,27 @@ class AssembleStage(Stage):
         self.config = config or AssembleConfig()
 
     def process(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [self.assemble_pair(row) for row in rows]
+        out = [self.assemble_pair(row) for row in rows]
+        return self._apply_shares(out) if self.config.task_shares else out
+
+    def _apply_shares(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Drop the samples of tasks over their share from their pair rows; those pairs record `over_share`."""
+        task_of = lambda record: TASK_BY_ID[json.loads(record)["task_id"]].name  # noqa: E731
+        candidates = [(k, task_of(rec)) for r in rows for k, rec in zip(r[C.SAMPLE_KEYS], r[C.SAMPLE_RECORDS])]
+        keep = task_shares.select(candidates, self.config.task_shares)
+        for r in rows:
+            cols = (C.SAMPLE_KEYS, C.SAMPLE_RECORDS, C.SAMPLE_MEMBER_NAMES, C.SAMPLE_MEMBER_DATA)
+            kept = [i for i, k in enumerate(r[C.SAMPLE_KEYS]) if k in keep]
+            if len(kept) == len(r[C.SAMPLE_KEYS]):
+                continue
+            gone = {task_of(rec) for k, rec in zip(r[C.SAMPLE_KEYS], r[C.SAMPLE_RECORDS]) if k not in keep}
+            for c in cols:
+                r[c] = [r[c][i] for i in kept]
+            r[C.MADE] = json.dumps([t for t in json.loads(r[C.MADE]) if t not in gone])
+            r[C.SKIPPED] = json.dumps({**json.loads(r[C.SKIPPED]), **dict.fromkeys(gone, task_shares.OVER_SHARE)},
+                                      sort_keys=True)
+        return rows
+
 
     def assemble_pair(self, row: dict[str, Any]) -> dict[str, Any]:
         ctx = _PairContext(row, self.config)
@@ -109,10 +138,11 @@ class _PairContext:
         self.row, self.cfg = row, cfg
         self.facts = json.loads(row.get(C.FACTS) or "{}")
         self.caption = json.loads(row[C.CAPTION]) if row.get(C.CAPTION) else None
+        self.verdict = json.loads(row[C.VERIFY]) if row.get(C.VERIFY) else {}  # the judge's, on the caption
         self.rgb_ext = _ext(row[C.IMAGE_A])
         self.size = (int(row[C.WIDTH]), int(row[C.HEIGHT]))
         self.labels = {}
-        for stage in ("pairs", "caption", "segment", "depth", "edges"):
+        for stage in ("pairs", "caption", "verify", "segment", "depth", "edges"):
             raw = row.get(C.provenance_column(stage))
             if raw:
                 self.labels[stage] = Provenance(**json.loads(raw))
@@ -205,6 +235,7 @@ class _PairContext:
         media[tm] = target
         depth_model = self.labels["depth"].model_id if "depth" in self.labels else ""
         r = self.row
+        judged = ("verify",) if "caption" in needs else ()  # the verdict is on the caption's instruction
         record = SampleRecord(
             key=key, task_id=spec.id, task=task,
             prompt=Prompt(base=base_prompt(task, self.caption or {}, names),
@@ -213,7 +244,8 @@ class _PairContext:
             target=ImageRef(tm, Role.target, spec.target, w, h),
             source=Source(r[C.VIDEO_URI], r[C.VIDEO_ID], int(r[C.SHOT]), int(r[C.PAIR]), int(r[C.FRAME_A]),
                           int(r[C.FRAME_B]), float(r[C.T_A_S]), float(r[C.T_B_S])),
-            labels={s: self.labels[s] for s in ("pairs", *needs) if s in self.labels},
+            labels={s: self.labels[s] for s in ("pairs", *needs, *judged) if s in self.labels},
             facts=self.facts,
+            verify=self.verdict if judged else {},
         )
         return record, media

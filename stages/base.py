@@ -11,6 +11,7 @@ handle with a reason instead of dropping or raising, so nothing is silently lost
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Mapping, Sequence, TypeVar
 
@@ -30,10 +31,20 @@ class Resources:
     concurrency: int = 1  # actors (model stages) or parallel tasks (CPU stages)
 
 
+@dataclass(frozen=True)
+class BatchCost:
+    """What the stage's last batch cost: CPU-seconds of its process (all threads) and wall seconds."""
+
+    cpu_s: float = 0.0
+    wall_s: float = 0.0
+    rows_in: int = 0
+
+
 class Stage:
     """Base class: subclasses set `name`, take their Config in `__init__`, implement `process`."""
 
     name: ClassVar[str] = "stage"
+    last_cost: BatchCost = BatchCost()  # the stage's own timer, read by the runner after each call
 
     def process(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Healthy rows in, rows out (1:1, 1:N, or marked failed; never silently dropped)."""
@@ -41,6 +52,7 @@ class Stage:
 
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, list]:
         """One batch (dict of columns or pyarrow.Table) in, a dict of columns out."""
+        cpu0, wall0 = time.process_time(), time.perf_counter()
         rows = batch_to_rows(batch)
         failed = [r for r in rows if is_failure_mark(r.get(FAILED_STAGE))]
         healthy = [r for r in rows if not is_failure_mark(r.get(FAILED_STAGE))]
@@ -51,7 +63,9 @@ class Stage:
             for c in FAILURE_COLUMNS:
                 r.setdefault(c, None)
         columns = list(dict.fromkeys([c for r in out for c in r] or list(batch)))
-        return rows_to_batch(out, columns)
+        result = rows_to_batch(out, columns)
+        self.last_cost = BatchCost(time.process_time() - cpu0, time.perf_counter() - wall0, len(rows))
+        return result
 
 
 def fail(row: dict[str, Any], stage: str, reason: str, detail: str) -> dict[str, Any]:

@@ -9,13 +9,13 @@ then the row is marked failed with the last reason; a backend that stays down gi
 from __future__ import annotations
 
 import json
-import os
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from datagen.caption.backends import open_backend
 from datagen.caption.prompt import PROMPT_VERSION, build_messages, prepare_image
-from datagen.caption.request import BackendError, CaptionRequest, Sampling
+from datagen.caption.request import CaptionRequest
+from datagen.caption.retry import ask_with_retries
 from datagen.caption.schema import caption_schema, grammar_schema
 from datagen.caption.validate import check_caption
 from schemas import columns as C
@@ -60,27 +60,6 @@ class CaptionConfig:
             raise ValueError(f"max_image_side_px ({self.max_image_side_px}) must be >= image_multiple_px")
 
 
-def open_backend(cfg: CaptionConfig):
-    device = cfg.device
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = cfg.dtype if cfg.dtype != "auto" else ("bfloat16" if device.startswith("cuda") else "float32")
-    if cfg.backend == "transformers":
-        from datagen.caption.local_vlm import TransformersVLM
-
-        return TransformersVLM(cfg.model, cfg.revision, device, dtype)
-    if cfg.backend == "vllm-server":
-        from datagen.caption.vllm_server import VllmServer
-
-        return VllmServer(cfg.endpoints, cfg.model, cfg.revision, os.environ.get(cfg.api_key_env, ""),
-                          cfg.requests_in_flight, cfg.request_timeout_s, cfg.guided_decoding)
-    from datagen.caption.vllm_engine import VllmEngine
-
-    return VllmEngine(cfg.model, cfg.revision, dtype, cfg.guided_decoding, cfg.seed, cfg.engine_args)
-
-
 @dataclass
 class _Job:
     request: CaptionRequest
@@ -122,35 +101,15 @@ class CaptionStage(Stage):
                 jobs[i] = self._job(row)
             except (OSError, ValueError, TypeError, KeyError) as e:  # undecodable or missing image
                 fail(row, self.name, "bad_image", f"{type(e).__name__}: {e}")
-        last_error: dict[int, tuple[str, str]] = {}
-        pending = list(jobs)
-        for attempt in range(1 + cfg.max_retries):
-            if not pending:
-                break
-            if attempt and any(last_error[i][0] == "backend_error" for i in pending):
-                time.sleep(cfg.retry_backoff_s * 2 ** (attempt - 1))
-            temperature = cfg.temperature if attempt == 0 else max(cfg.temperature, cfg.retry_temperature)
-            sampling = Sampling(temperature, cfg.max_new_tokens, cfg.seed + attempt)
-            try:
-                answers = self.backend.generate([jobs[i].request for i in pending], sampling)
-            except Exception as e:  # an engine crash fails this attempt for the batch, not the actor
-                answers = [BackendError(f"{type(e).__name__}: {e}")] * len(pending)
-            still = []
-            for i, answer in zip(pending, answers):
-                if isinstance(answer, BackendError):
-                    last_error[i] = ("backend_error", str(answer))
-                    still.append(i)
-                    continue
-                row = rows[i]
-                verdict = check_caption(answer, jobs[i].schema, jobs[i].box_space, (row[C.WIDTH], row[C.HEIGHT]))
-                if verdict.caption is None:
-                    last_error[i] = (verdict.reason, verdict.detail)
-                    still.append(i)
-                else:
-                    row[C.CAPTION] = json.dumps(verdict.caption, ensure_ascii=False)
-                    row[C.provenance_column(self.name)] = self.provenance
-            pending = still
-        for i in pending:
-            reason, detail = last_error[i]
-            fail(rows[i], self.name, reason, f"after {1 + cfg.max_retries} attempts: {detail}")
+
+        def check(i: int, answer: str):
+            verdict = check_caption(answer, jobs[i].schema, jobs[i].box_space, (rows[i][C.WIDTH], rows[i][C.HEIGHT]))
+            return verdict.caption, verdict.reason, verdict.detail
+
+        captions, failures = ask_with_retries(self.backend, {i: j.request for i, j in jobs.items()}, check, cfg)
+        for i, caption in captions.items():
+            rows[i][C.CAPTION] = json.dumps(caption, ensure_ascii=False)
+            rows[i][C.provenance_column(self.name)] = self.provenance
+        for i, (reason, detail) in failures.items():
+            fail(rows[i], self.name, reason, detail)
         return rows

@@ -22,7 +22,8 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 class TransformersVLM:
-    def __init__(self, model: str, revision: str = "", device: str = "cpu", dtype: str = "float32"):
+    def __init__(self, model: str, revision: str = "", device: str = "cpu", dtype: str = "float32",
+                 section: str = "caption"):
         import xgrammar as xgr
         from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer
 
@@ -30,12 +31,12 @@ class TransformersVLM:
         try:
             config = AutoConfig.from_pretrained(model, **kw)
         except OSError as e:
-            raise UserError(f"caption.model {model!r}: cannot load ({e})") from None
+            raise UserError(f"{section}.model {model!r}: cannot load ({e})") from None
         if config.model_type not in SUPPORTED:
-            raise UserError(f"caption.model {model!r} is a {config.model_type!r}; the transformers backend runs {SUPPORTED}")
+            raise UserError(f"{section}.model {model!r} is a {config.model_type!r}; the transformers backend runs {SUPPORTED}")
         self.tokenizer = AutoTokenizer.from_pretrained(model, **kw)
         if self.tokenizer.chat_template is None:
-            raise UserError(f"caption.model {model!r}: its tokenizer has no chat template")
+            raise UserError(f"{section}.model {model!r}: its tokenizer has no chat template")
         self.image_processor = AutoImageProcessor.from_pretrained(model, **kw)
         self.model = AutoModelForImageTextToText.from_pretrained(model, dtype=DTYPES[dtype], **kw).to(device).eval()
         self.device = device

@@ -16,7 +16,7 @@ import jsonschema
 from datagen.caption.schema import REQUIRED_FIELDS
 
 # Phrases of a model declining the task; checked on free text and on the JSON's text fields.
-_REFUSAL = re.compile(r"\b(I('m| am) sorry|I can(no|')t|I cannot|unable to (help|assist|comply)|as an AI)\b", re.I)
+REFUSAL = re.compile(r"\b(I('m| am) sorry|I can(no|')t|I cannot|unable to (help|assist|comply)|as an AI)\b", re.I)
 
 
 @dataclass
@@ -26,24 +26,33 @@ class Verdict:
     detail: str = ""
 
 
-def check_caption(raw: str, schema: dict[str, Any], box_space: tuple[int, int], frame_size: tuple[int, int]) -> Verdict:
-    """Validate `raw` against `schema` (boxes bounded by `box_space`), scale boxes to `frame_size`."""
+def parse_answer(raw: str, required: tuple[str, ...]) -> Verdict:
+    """A model's raw answer as a JSON object holding `required` (in `caption`), or why not (any VLM stage)."""
     text = raw.strip()
     if text.startswith("```"):  # a fenced answer is still an answer
         text = re.sub(r"^```(json)?\s*|\s*```$", "", text)
     try:
         data = json.loads(text)
     except ValueError as e:
-        if _REFUSAL.search(text):
+        if REFUSAL.search(text):
             return Verdict(None, "refusal", text[:300])
         return Verdict(None, "invalid_json", f"{e}: {text[:300]!r}")
     if not isinstance(data, dict):
         return Verdict(None, "invalid_json", f"expected a JSON object, got {type(data).__name__}")
-    missing = [f for f in REQUIRED_FIELDS if f not in data]
+    missing = [f for f in required if f not in data]
     if missing:
         return Verdict(None, "missing_fields", f"missing {', '.join(missing)}")
+    return Verdict(data)
+
+
+def check_caption(raw: str, schema: dict[str, Any], box_space: tuple[int, int], frame_size: tuple[int, int]) -> Verdict:
+    """Validate `raw` against `schema` (boxes bounded by `box_space`), scale boxes to `frame_size`."""
+    parsed = parse_answer(raw, REQUIRED_FIELDS)
+    if parsed.caption is None:
+        return parsed
+    data = parsed.caption
     for field in ("caption_a", "caption_b", "instruction"):
-        if isinstance(data[field], str) and _REFUSAL.search(data[field]):
+        if isinstance(data[field], str) and REFUSAL.search(data[field]):
             return Verdict(None, "refusal", f"{field}: {data[field][:300]}")
     error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(data))
     if error is not None:

@@ -15,12 +15,13 @@ from datagen.models.provenance import weights_revision
 
 
 class VllmEngine:
-    def __init__(self, model: str, revision: str, dtype: str, guided: bool, seed: int, engine_args: dict[str, Any]):
+    def __init__(self, model: str, revision: str, dtype: str, guided: bool, seed: int, engine_args: dict[str, Any],
+                 section: str = "caption"):
         try:
             from vllm import LLM, SamplingParams
             from vllm.sampling_params import StructuredOutputsParams
         except ImportError as e:
-            raise UserError(f"caption.backend 'vllm-engine' needs vLLM in this environment ({e}); "
+            raise UserError(f"{section}.backend 'vllm-engine' needs vLLM in this environment ({e}); "
                             "install vllm, or use backend 'vllm-server' or 'transformers'") from None
         self._sampling_cls, self._structured_cls = SamplingParams, StructuredOutputsParams
         # No free whitespace in guided JSON (a weak model could pad to the token limit); vLLM

@@ -20,9 +20,9 @@ from datagen.models.provenance import weights_revision
 
 class VllmServer:
     def __init__(self, endpoints: list[str], model: str, revision: str, api_key: str,
-                 requests_in_flight: int, timeout_s: float, guided: bool):
+                 requests_in_flight: int, timeout_s: float, guided: bool, section: str = "caption"):
         if not endpoints:
-            raise UserError("caption.endpoints: the vllm-server backend needs at least one URL, e.g. http://host:8000/v1")
+            raise UserError(f"{section}.endpoints: the vllm-server backend needs at least one URL, e.g. http://host:8000/v1")
         self.endpoints = [e.rstrip("/") for e in endpoints]
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.client = httpx.Client(timeout=timeout_s, headers=headers,

@@ -79,7 +79,7 @@ def manifest_row(sample: Sample, shard: str, dataset_version: int, changed_label
         "frame_a": s.frame_a, "frame_b": s.frame_b, "t_a_s": s.t_a_s, "t_b_s": s.t_b_s,
         "labels": _label_rows(r.labels),
         "changed_labels": sorted(changed_labels), "previous_labels": _label_rows(previous_labels or {}),
-        "dataset_version": dataset_version,
+        "dataset_version": dataset_version, "verify_score": r.verify.get("score"),
     }
 
 

@@ -66,6 +66,9 @@ def compute_stats(loc: Location, stage_counts: dict[str, dict[str, Any]] | None 
     for stage, reason in zip(failures["stage"], failures["reason"]):
         dropped = stages.setdefault(stage, {"dropped": {}})["dropped"]
         dropped[reason] = dropped.get(reason, 0) + 1
+    for st in stages.values():  # the share of its input a stage (or filter) lets through
+        if st.get("in") and "out" in st:
+            st["survival"] = round(st["out"] / st["in"], 4)
     return {
         "samples": len(manifest["task"]),
         "bytes": int(sum(manifest["sample_bytes"])),

@@ -42,6 +42,7 @@ from typing import Iterable
 import pyarrow as pa
 
 from datagen.io.compact import compacted_from
+from datagen.io.negatives import NEGATIVES_DIR
 from datagen.io.pair_store import PAIRS_DIR
 from datagen.io.shards import FAILURES_DIR, MANIFEST_DIR, PROGRESS_DIR, SHARDS_DIR, write_parquet
 from datagen.io.storage import Location
@@ -56,6 +57,7 @@ _TASK_FILES = (
     (f"{MANIFEST_DIR}/*.parquet", re.compile(rf"[a-z0-9_]+-({_PREFIX})\d{{6}}\.parquet")),
     (f"{FAILURES_DIR}/*.parquet", re.compile(rf"({_PREFIX})[0-9a-f]{{16}}\.parquet")),
     (f"{PAIRS_DIR}/*", re.compile(rf"({_PREFIX})\d{{6}}\.(?:tar|parquet)")),  # the pair store (io/pair_store.py)
+    (f"{NEGATIVES_DIR}/*.parquet", re.compile(rf"({_PREFIX})[0-9a-f]{{12}}\.parquet")),  # the judge's rejects
 )
 _RECORD = re.compile(rf"({_PREFIX}){re.escape(_COMMIT)}")
 

@@ -18,9 +18,13 @@ from stages.depth import DepthConfig
 from stages.edges import EdgesConfig
 from stages.ingest import IngestConfig
 from stages.pairs import PairsConfig
+from stages.safety import SafetyConfig
 from stages.segment import SegmentConfig
 from stages.shots import ShotsConfig
+from stages.text import TextConfig
+from stages.verify import VerifyConfig
 
+FILTER_STAGES = ("text", "safety")  # model stages right after pairs: they drop pairs, add no labels
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
 
 
@@ -55,12 +59,16 @@ class RayConfig:
 
 @dataclass
 class PipelineConfig:
+    filters: list[str] = field(default_factory=lambda: list(FILTER_STAGES))  # pair filters that run, in order
     labels: list[str] = field(default_factory=lambda: list(LABEL_STAGES))  # labelling stages that run
     smoke: bool = False  # set when labels come from tiny random models (demo without weights)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     shots: ShotsConfig = field(default_factory=ShotsConfig)
     pairs: PairsConfig = field(default_factory=PairsConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    safety: SafetyConfig = field(default_factory=SafetyConfig)
     caption: CaptionConfig = field(default_factory=CaptionConfig)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
     segment: SegmentConfig = field(default_factory=SegmentConfig)
     depth: DepthConfig = field(default_factory=DepthConfig)
     edges: EdgesConfig = field(default_factory=EdgesConfig)
@@ -75,11 +83,25 @@ class PipelineConfig:
         unknown = [s for s in self.labels if s not in LABEL_STAGES]
         if unknown:
             raise UserError(f"config labels: unknown stage {unknown[0]!r}; allowed: {', '.join(LABEL_STAGES)}")
+        unknown = [s for s in self.filters if s not in FILTER_STAGES]
+        if unknown:
+            raise UserError(f"config filters: unknown filter {unknown[0]!r}; allowed: {', '.join(FILTER_STAGES)}")
+        if "verify" in self.labels and "caption" not in self.labels:
+            raise UserError("config labels: 'verify' judges the caption's instruction; add 'caption' or drop 'verify'")
         for task, ratio in self.assemble.tasks.items():
             missing = [s for s in TASK_LABELS[task] if s not in self.labels]
             if ratio > 0 and missing:
                 raise UserError(f"config assemble.tasks.{task} needs the {missing[0]!r} stage, which is not in "
                                 f"labels; add it to labels or set assemble.tasks.{task}: 0")
+
+    @property
+    def model_stages(self) -> list[str]:
+        """The actor-pool stages after pairs, in pipeline order."""
+        return [*self.filters, *self.labels]
+
+    def section(self, name: str) -> Any:
+        """A stage's config as the stage gets it: the judge falls back to the captioner's model."""
+        return self.verify.resolved(self.caption) if name == "verify" else getattr(self, name)
 
     def output_fingerprint(self) -> str:
         """Hash of everything that decides which samples a run writes: models, revisions,

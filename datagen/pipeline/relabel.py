@@ -158,14 +158,14 @@ def build_relabel_dataset(cfg: PipelineConfig, src: Location, requested: list[st
     import ray
 
     # one input row per byte range of the first stage's batch of pairs: tasks stream the store in parallel
-    chunks = read_chunks(src, getattr(cfg, plan[0]).resources.batch_size)
+    chunks = read_chunks(src, cfg.section(plan[0]).resources.batch_size)
     ds = ray.data.from_items(chunks, override_num_blocks=max(1, min(len(chunks), 4096)))
     res = cfg.assemble.resources
     ds = ds.map_batches(load_pairs, fn_kwargs={"src_url": src.url, "tasks": tasks, "done_pairs": done_pairs},
                         compute=ray.data.TaskPoolStrategy(size=res.concurrency), batch_size=1, num_cpus=res.num_cpus,
                         batch_format="pyarrow")
     for name in plan:
-        section = getattr(cfg, name)
+        section = cfg.section(name)
         ds = ds.map_batches(RelabelStep, fn_constructor_kwargs={"stage_cls": MODEL_STAGES[name], "config": section,
                                                                 "requested": name in requested, "only_stale": only_stale},
                             compute=ray.data.ActorPoolStrategy(size=section.resources.concurrency),

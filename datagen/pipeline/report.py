@@ -16,18 +16,32 @@ def print_summary(summary: RunSummary, console: Console) -> None:
     if st.get("smoke"):
         console.print("[bold yellow]SMOKE DATASET[/]: labels come from tiny random models, not real ones")
     y = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
-    for c in ("stage", "in", "out", "dropped by reason"):
+    cost = st.get("cost", {}).get("stages", {})
+    for c in ("stage", "in", "out", "survival", "dropped by reason", "CPU-s", "GPU-s"):
         y.add_column(c)
     for stage, s in st["stages"].items():
         dropped = ", ".join(f"{r}={n}" for r, n in sorted(s.get("dropped", {}).items())) or "-"
         extra = f" ({s['pairs']} pairs)" if "pairs" in s else ""
-        y.add_row(stage, str(s.get("in", "-")), f"{s.get('out', '-')}{extra}", dropped)
+        survival = s.get("survival", s.get("pairs_survival"))
+        spent = [cost[n] for n in stage.split("+") if n in cost]  # ingest+shots+pairs is one row
+        y.add_row(stage, str(s.get("in", "-")), f"{s.get('out', '-')}{extra}",
+                  f"{survival:.0%}" if survival is not None else "-", dropped,
+                  f"{sum(c['cpu_s'] for c in spent):.1f}" if spent else "-",
+                  f"{sum(c['gpu_s'] for c in spent):.1f}" if spent else "-")
     console.print(y)
     tasks = " · ".join(f"{name} {n}" for name, n in st["tasks"].items()) or "none"
     console.print(f"samples per task: {tasks}", highlight=False)
     # pending and dropped pairs; the committed count is on the dataset line below. Older stats.json have none.
     for line in outcome_lines(st["outcome"])[1:] if "outcome" in st else []:
         console.print(line, highlight=False)
+    if "cost" in st and st["cost"]["samples"]:
+        c = st["cost"]
+        console.print(f"cost per accepted sample: {c['cpu_s_per_sample']:.3f} CPU-s, {c['gpu_s_per_sample']:.3f} GPU-s busy, "
+                      f"{c['gpu_s_reserved_per_sample']:.3f} GPU-s reserved ({c['samples']} samples this run)", highlight=False)
+    for task, q in st.get("task_shares", {}).items():
+        console.print(f"task share {task}: {q['share']:.1%} of target {q['target_share']:.1%} "
+                      f"({q['written']} written, {q['dropped_over_share']} over share, shortfall {q['shortfall']})",
+                      highlight=False)
     out = summary.output
     console.print(f"dataset: {out}  ({st['samples']} samples, {st['failures']} failure rows, "
                   f"{summary.seconds:.0f} s{', resumed' if summary.resumed else ''})", highlight=False)

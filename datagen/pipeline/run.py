@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from datagen import UserError
+from datagen import UserError, task_shares
 from datagen.config import to_dict
 from datagen.io.compact import TABLES, compact_dataset, finish_pending
 from datagen.io.storage import Location
@@ -28,6 +28,7 @@ from datagen.pipeline.outcome import run_outcome
 from datagen.pipeline.progress import ResumeClient, ResumeState, read_progress
 from datagen.io.card import write_card
 from datagen.pipeline.progress_log import quiet_third_party_output, report_progress
+from datagen.pipeline.costs import CostLedger, report_batch, reporting, summarize
 from datagen.pipeline.sink import DatasetSink
 from datagen.redact import redact
 from datagen.video.sources import SOURCE_POS, check_sources
@@ -42,11 +43,15 @@ from stages.depth import DepthStage
 from stages.edges import EdgesStage
 from stages.ingest import IngestStage, source_dataset
 from stages.pairs import PairsStage
+from stages.safety import SafetyStage
 from stages.segment import SegmentStage
 from stages.shots import ShotsStage
+from stages.text import TextStage
 from stages.transnet import TransNetStage
+from stages.verify import VerifyStage
 
-MODEL_STAGES = {"caption": CaptionStage, "segment": SegmentStage, "depth": DepthStage, "edges": EdgesStage}
+MODEL_STAGES = {"text": TextStage, "safety": SafetyStage, "caption": CaptionStage, "verify": VerifyStage,
+                "segment": SegmentStage, "depth": DepthStage, "edges": EdgesStage}
 RUN_FILE, CONFIG_FILE = "run.json", "config.yaml"
 
 
@@ -73,7 +78,7 @@ class VideoRegistry:
         return [self.owner.setdefault(vid, uri) for vid, uri in pairs]
 
 
-def _cpu_stage(batch, stage_cls: type[Stage], config: Any, resume: Any = None, registry: Any = None):
+def _cpu_stage(batch, stage_cls: type[Stage], config: Any, resume: Any = None, registry: Any = None, ledger: Any = None):
     key = f"{stage_cls.__module__}.{stage_cls.__qualname__}:{json.dumps(to_dict(config), sort_keys=True)}"
     stage = _STAGE_CACHE.get(key)
     if stage is None:
@@ -81,6 +86,8 @@ def _cpu_stage(batch, stage_cls: type[Stage], config: Any, resume: Any = None, r
     if stage_cls is IngestStage and resume is not None:
         batch = _drop_done_sources(batch, resume)
     out = stage(batch)
+    if ledger is not None:
+        report_batch(ledger, stage, 0.0)
     if stage_cls is IngestStage:
         if resume is not None:
             out = _drop_done_videos(out, resume)
@@ -143,8 +150,9 @@ def _map_kwargs(res: Resources) -> dict[str, Any]:
     return kw
 
 
-def build_dataset(cfg: PipelineConfig, sources, resume: ResumeState | ResumeClient | None):
-    """The pipeline over `sources` (a Ray Dataset of source rows, see stages.ingest.source_dataset)."""
+def build_dataset(cfg: PipelineConfig, sources, resume: ResumeState | ResumeClient | None, ledger: Any = None):
+    """The pipeline over `sources` (a Ray Dataset of source rows, see stages.ingest.source_dataset);
+    `ledger`, when given, adds up each stage's CPU and GPU seconds."""
     import ray
 
     registry = ray.remote(num_cpus=0)(VideoRegistry).remote()
@@ -156,16 +164,18 @@ def build_dataset(cfg: PipelineConfig, sources, resume: ResumeState | ResumeClie
                                 compute=ray.data.ActorPoolStrategy(size=res.concurrency), **_map_kwargs(res))
         res = section.resources
         extra = {"resume": resume, "registry": registry} if stage_cls is IngestStage else {"resume": resume}
+        extra["ledger"] = ledger
         ds = ds.map_batches(_cpu_stage, fn_kwargs={"stage_cls": stage_cls, "config": section, **extra},
                             compute=ray.data.TaskPoolStrategy(size=res.concurrency), **_map_kwargs(res))
-    for name in cfg.labels:
-        section = getattr(cfg, name)
+    for name in cfg.model_stages:
+        section = cfg.section(name)
         res = section.resources
-        ds = ds.map_batches(MODEL_STAGES[name], fn_constructor_kwargs={"config": section},
+        stage_cls = reporting(MODEL_STAGES[name], ledger, res.num_gpus) if ledger is not None else MODEL_STAGES[name]
+        ds = ds.map_batches(stage_cls, fn_constructor_kwargs={"config": section},
                             compute=ray.data.ActorPoolStrategy(size=res.concurrency),
                             max_restarts=cfg.ray.max_actor_restarts, **_map_kwargs(res))
     res = cfg.assemble.resources
-    ds = ds.map_batches(_cpu_stage, fn_kwargs={"stage_cls": AssembleStage, "config": cfg.assemble},
+    ds = ds.map_batches(_cpu_stage, fn_kwargs={"stage_cls": AssembleStage, "config": cfg.assemble, "ledger": ledger},
                         compute=ray.data.TaskPoolStrategy(size=res.concurrency), **_map_kwargs(res))
     return ds
 
@@ -193,11 +203,11 @@ def check_actor_resources(cfg: PipelineConfig, cluster: dict[str, float], local:
     fixed local machine; an autoscaling cluster may still grow, so there it only warns."""
     for unit in ("CPU", "GPU"):
         key = "num_cpus" if unit == "CPU" else "num_gpus"
-        need = sum(getattr(getattr(cfg, s).resources, key) * getattr(cfg, s).resources.concurrency for s in cfg.labels)
+        need = sum(getattr(getattr(cfg, s).resources, key) * getattr(cfg, s).resources.concurrency for s in cfg.model_stages)
         have = float(cluster.get(unit, 0.0))
         stuck = need > have if unit == "GPU" else need >= have
         if need and stuck:
-            msg = (f"the model stages' actors need {need:g} {unit} ({', '.join(cfg.labels)}: resources.{key} x "
+            msg = (f"the model stages' actors need {need:g} {unit} ({', '.join(cfg.model_stages)}: resources.{key} x "
                    f"concurrency) but the Ray cluster has {have:g}{', leaving none for the CPU stages' if unit == 'CPU' else ''}; "
                    f"lower <stage>.resources.{key} or concurrency (e.g. --set depth.resources.{key}=0.25)"
                    + (" or use a CPU profile (--config cpu)" if unit == "GPU" else ""))
@@ -239,7 +249,8 @@ def stage_yields(loc: Location, videos_in: int, labels: list[str]) -> dict[str, 
     for stage in labels:
         out[stage] = {"in": n, "out": n - failures[stage]}
         n -= failures[stage]
-    out["assemble"] = {"in": n}  # pairs in; its drops are per sample (failures table), its output is samples
+    # pairs in; its drops are per sample (failures table), its output is samples
+    out["assemble"] = {"in": n, "pairs_survival": round(n / pairs, 4) if pairs else None}
     return out
 
 
@@ -270,7 +281,8 @@ def run_pipeline(cfg: PipelineConfig, inputs: list[str], output: str, *, console
 
     ray.data.DataContext.get_current().wait_for_min_actors_s = cfg.ray.actor_start_timeout_s  # no wait forever
     listing = source_dataset(sources, cfg.ingest.resources.batch_size, **opts)
-    ds = build_dataset(cfg, listing, resume := ResumeClient.start(output, reopen))
+    ledger = ray.remote(num_cpus=0)(CostLedger).remote()
+    ds = build_dataset(cfg, listing, resume := ResumeClient.start(output, reopen), ledger)
     if console:
         done = resume.summary()
         what = f"resuming (attempt {run['attempts']}): {done['pairs_done']} pairs and " \
@@ -291,9 +303,13 @@ def run_pipeline(cfg: PipelineConfig, inputs: list[str], output: str, *, console
         raise failure from None  # its one-line message, not Ray's traceback
     videos_in = resume.summary()["videos_listed"]
     compact_dataset(loc)
-    stats = compute_stats(loc, stage_yields(loc, videos_in, cfg.labels),
+    gpus_held = sum(cfg.section(s).resources.num_gpus * cfg.section(s).resources.concurrency
+                    for s in cfg.model_stages)
+    cost = summarize(ray.get(ledger.totals.remote()), sink.totals["samples"], time.time() - t0, gpus_held)
+    shares = {"task_shares": task_shares.dataset_report(loc, cfg.assemble.task_shares)} if cfg.assemble.task_shares else {}
+    stats = compute_stats(loc, stage_yields(loc, videos_in, cfg.model_stages),
                           {"smoke": cfg.smoke, "config_fingerprint": run["fingerprint"], "attempts": run["attempts"],
-                           "outcome": run_outcome(loc)})
+                           "outcome": run_outcome(loc), "cost": cost, **shares})
     write_stats(loc, stats)
     write_card(loc, stats)
     return RunSummary(loc.url, stats, time.time() - t0, resumed)

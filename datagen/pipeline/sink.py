@@ -22,6 +22,7 @@ from ray.data import Datasink
 from ray.data.block import BlockAccessor
 
 from datagen.io.faults import StorageFailed, is_disk_full, is_storage_error
+from datagen.io.negatives import negative_row, write_negatives
 from datagen.io.shards import DatasetWriter, ShardLimits
 from datagen.io.storage import Location
 from datagen.io.pair_store import PairStoreWriter
@@ -51,6 +52,7 @@ def write_rows(loc: Location, rows: Iterable[dict[str, Any]], *, prefix: str, li
                dataset_version: int = 1) -> dict[str, int]:
     """Write one attempt's rows under `prefix` and commit them; returns counts. Usable without Ray."""
     progress: list[dict] = []
+    negatives: list[dict] = []  # pairs the judge rejected, kept with their frames and verdict
     counts: Counter = Counter()
     with DatasetWriter(loc, limits=limits, prefix=prefix, dataset_version=dataset_version) as w, \
             PairStoreWriter(loc, prefix, dataset_version=dataset_version) as pairs:
@@ -62,6 +64,9 @@ def write_rows(loc: Location, rows: Iterable[dict[str, Any]], *, prefix: str, li
                 w.add_failure(input_uri=row.get(C.VIDEO_URI), video_id=row.get(C.VIDEO_ID), key=row.get("key") or pk,
                               stage=row[C.FAILED_STAGE], reason=reason, detail=row.get(C.FAILED_DETAIL))
                 counts["failures"] += 1
+                negative = negative_row(row)
+                if negative is not None:
+                    negatives.append(negative)
                 if permanent:
                     progress.append(_progress_row(row, pk, "failed", reason))
                     counts["dropped"] += 1
@@ -87,6 +92,7 @@ def write_rows(loc: Location, rows: Iterable[dict[str, Any]], *, prefix: str, li
                 counts["failures"] += 1
             progress.append(_progress_row(row, pk, "done"))
             counts["pairs"] += 1
+    write_negatives(loc, negatives, prefix)
     write_commit_record(loc, prefix, progress)  # last: commits every file written under prefix
     return dict(counts)
 

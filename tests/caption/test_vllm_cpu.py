@@ -17,7 +17,9 @@ from datagen.caption.schema import EDIT_TYPES
 from datagen.models.tiny_vlm import build_tiny_vlm
 from schemas import columns as C
 from stages.caption import CaptionConfig, CaptionStage
+from stages.verify import VerifyConfig, VerifyStage
 from tests.caption.frames import batch
+from tests.verify.frames import captioned_batch
 
 pytestmark = pytest.mark.slow  # runs when .venv-vllm exists (.ci/run creates it)
 REPO = Path(__file__).resolve().parents[2]
@@ -100,6 +102,29 @@ def test_vllm_server_backend_against_vllm_serve(server, model_dir):
         assert (single[C.CAPTION][0], single[C.FAILED_REASON][0]) == (out[C.CAPTION][i], out[C.FAILED_REASON][i])
 
 
+def assert_all_verdicts_valid(out):
+    # vLLM's structured output holds the judge to its schema: an integer score in 1..5, yes/no
+    assert out[C.FAILED_REASON] == [None] * len(out[C.FAILED_REASON]), out[C.FAILED_DETAIL]
+    for text in out[C.VERIFY]:
+        verdict = json.loads(text)
+        assert 1 <= verdict["score"] <= 5 and isinstance(verdict["plausible"], bool) and verdict["failing_parts"] == []
+
+
+def test_verify_stage_against_vllm_serve(server, model_dir):
+    judge = VerifyStage(VerifyConfig(backend="vllm-server", model=model_dir, endpoints=[server], max_image_side_px=112,
+                                     max_failing_parts=0, max_new_tokens=64, min_score=1, max_retries=1))
+    out = judge(captioned_batch(3))
+    assert_all_verdicts_valid(out)
+    # the same (greedy) verdicts against a threshold above the lowest score: those pairs are rejected
+    scores = [json.loads(v)["score"] for v in out[C.VERIFY]]
+    if min(scores) < 5:
+        strict = VerifyStage(VerifyConfig(backend="vllm-server", model=model_dir, endpoints=[server],
+                                          max_image_side_px=112, max_failing_parts=0, max_new_tokens=64,
+                                          min_score=min(scores) + 1, max_retries=1))
+        out = strict(captioned_batch(3))
+        assert out[C.FAILED_REASON] == ["instruction_mismatch" if s == min(scores) else None for s in scores]
+
+
 def test_vllm_engine_backend_in_the_vllm_venv(vllm_python, model_dir):
     proc = subprocess.run([vllm_python, "-m", "tests.caption.vllm_engine_probe", model_dir], cwd=REPO, env=ENV,
                           capture_output=True, text=True, timeout=START_TIMEOUT_S)
@@ -112,3 +137,5 @@ def test_vllm_engine_backend_in_the_vllm_venv(vllm_python, model_dir):
     assert prov["params"]["backend"] == "vllm-engine" and prov["model_id"] == model_dir
     for i, single in enumerate(result["singles"]):
         assert (single[C.CAPTION][0], single[C.FAILED_REASON][0]) == (out[C.CAPTION][i], out[C.FAILED_REASON][i])
+    assert_all_verdicts_valid(result["verify"])
+    assert json.loads(result["verify"][C.provenance_column("verify")][0])["params"]["backend"] == "vllm-engine"

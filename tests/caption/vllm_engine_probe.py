@@ -1,4 +1,4 @@
-"""Run the caption stage's vllm-engine backend on a model dir; prints one JSON line of results.
+"""Run the caption and verify stages' vllm-engine backend on a model dir; prints one JSON line of results.
 
 Runs in the vLLM venv (tests/caption/test_vllm_cpu.py starts it there); the `__main__`
 guard is needed because vLLM's engine starts worker processes.
@@ -8,6 +8,8 @@ import sys
 
 from tests.caption.frames import batch
 from stages.caption import CaptionConfig, CaptionStage
+from stages.verify import VerifyConfig, VerifyStage
+from tests.verify.frames import captioned_batch
 
 if __name__ == "__main__":
     cfg = CaptionConfig(backend="vllm-engine", model=sys.argv[1], device="cpu", dtype="float32",
@@ -17,4 +19,10 @@ if __name__ == "__main__":
     rows = batch(3)
     out = stage(rows)
     singles = [stage({k: [v[i]] for k, v in rows.items()}) for i in range(3)]
-    print("RESULT " + json.dumps({"batch": out, "singles": singles}, default=lambda b: None), flush=True)
+    del stage  # its engine's memory, before the judge's engine starts
+    judge = VerifyStage(VerifyConfig(backend="vllm-engine", model=sys.argv[1], device="cpu", dtype="float32",
+                                     max_image_side_px=112, max_failing_parts=0, max_new_tokens=64, min_score=1,
+                                     max_retries=1, engine_args=cfg.engine_args))
+    verified = judge(captioned_batch(3))
+    print("RESULT " + json.dumps({"batch": out, "singles": singles, "verify": verified}, default=lambda b: None),
+          flush=True)

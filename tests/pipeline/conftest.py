@@ -34,6 +34,8 @@ def tiny_config_dict(models: dict[str, str], **sections) -> dict:
     cfg["smoke"] = True
     cfg["caption"].update(model=models["caption"], box_units="pixels", max_text_chars=24, max_objects=0,
                           max_new_tokens=256, max_image_side_px=112)
+    # the judge is the tiny captioner: its random scores are recorded, none rejected
+    cfg["verify"].update(min_score=1, max_failing_parts=0, max_new_tokens=64, max_image_side_px=112)
     cfg["segment"].update(model=models["segment"], min_pred_iou=0.0, min_stability=0.0, max_objects=2)
     cfg["depth"].update(model=models["depth"])
     cfg["pairs"].update(short_side_px=128, max_long_side_px=256)
