@@ -154,7 +154,8 @@ def test_unknown_fields_of_a_newer_sample_still_render_folded(tmp_path):
         members = {m.name: tar.extractfile(m).read() for m in tar}
     name = next(n for n in members if n.endswith(".json"))
     record = json.loads(members[name])
-    record["verify"] = {"score": 0.83, "judge": "<b>vlm-judge</b>"}  # a field from a later version
+    record["aesthetics"] = {"score": 0.83, "judge": "<b>vlm-judge</b>"}  # a field from a later version
+    record["verify"] = {"score": 2, "plausible": False, "failing_parts": ["the cup"]}  # the judge's verdict
     record["facts"]["flow_px"] = [1.5, 2.0]
     members[name] = json.dumps(record).encode()
     rewrite_tar(shard, list(members.items()))
@@ -162,7 +163,8 @@ def test_unknown_fields_of_a_newer_sample_still_render_folded(tmp_path):
     text = (tmp_path / "p.html").read_text()
     assert summary.shown["instruction_edit"] == 1 and not summary.read_errors
     other = text[text.index("other fields"):]
-    assert "<th>verify</th>" in other and "0.83" in other and "&lt;b&gt;vlm-judge" in other
+    assert "<th>aesthetics</th>" in other and "0.83" in other and "&lt;b&gt;vlm-judge" in other
+    assert "judge 2/5 · implausible · fails: the cup" in text  # the judge's score on the card itself
     assert "<th>flow_px</th><td>[1.5, 2.0]</td>" in text
 
 

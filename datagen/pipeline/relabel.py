@@ -182,7 +182,7 @@ def relabel(input_url: str, output_url: str, stages: list[str], cfg: PipelineCon
     src, dst = Location.parse(input_url), Location.parse(output_url)
     source_version = _check(src, dst, stages, cfg)
     version = source_version + 1
-    plan = relabel_plan(stages)
+    plan = [s for s in relabel_plan(stages) if s in cfg.labels]  # a dataset made without a stage (verify) never runs it
     rebuilt = [t for t in tasks_depending_on(plan) if cfg.assemble.tasks.get(t, 0) > 0]
     unchanged = [t for t in cfg.assemble.tasks if t not in rebuilt]
     run, resumed = _check_resume(dst, cfg, src, stages, only_stale)

@@ -50,6 +50,7 @@ def write_committed(loc: Location, samples: int, *, pairs_per_video: int = 4, ro
         "t_a_s": pa.array(p * 1.0), "t_b_s": pa.array(p * 1.0 + 0.5), "labels": empty_labels,
         "changed_labels": pa.array([[]] * samples, pa.list_(pa.string())), "previous_labels": empty_labels,
         "dataset_version": pa.array(np.ones(samples, np.int32)),
+        "verify_score": pa.nulls(samples, pa.int16()),
     }, schema=MANIFEST_SCHEMA)
     first_sample = (i % len(TASK_IDS)) == 0
     done = first_sample & (v < videos - pending_videos)

@@ -144,8 +144,18 @@ def _card(raw: RawSample, files_dir: Path, task_dir: str, changed_labels: list[s
     base = str(prompt.get("base", ""))
     return (f'<article class="sample" id="{e(raw.key)}">{changed}'
             f'<div class="images">{"".join(inputs)}{arrow}{"".join(target)}{overlay}</div>'
-            f'<p class="base" title="{e(base)}">{e(base)}</p>'
+            f'<p class="base" title="{e(base)}">{e(base)}</p>{_verdict(r.get("verify"))}'
             f"<details><summary>facts</summary>{_facts(raw.key, r)}</details></article>")
+
+
+def _verdict(verdict: Any) -> str:
+    """The judge's score of the instruction (issue 12), and the parts it found failing."""
+    if not isinstance(verdict, dict) or "score" not in verdict:
+        return ""
+    fails = ", ".join(str(p) for p in verdict.get("failing_parts") or [])
+    plausible = "" if verdict.get("plausible", True) else " · implausible"
+    return (f'<p class="verdict">judge {e(_text(verdict["score"]))}/5{plausible}'
+            + (f" · fails: {e(fails)}" if fails else "") + "</p>")
 
 
 def _overlay(refs: list[dict], shown: dict) -> str:
@@ -237,6 +247,7 @@ figcaption{font-size:11px;max-width:128px;overflow:hidden;text-overflow:ellipsis
 .arrow{font-size:22px;color:#555}
 .role-canvas{border-color:#2a7de1}.role-asset{border-color:#2ca02c}.role-control{border-color:#9467bd}
 .role-target{border-color:#d62728}.role-overlay{border-color:#ff0060}
+.verdict{margin:2px 0;font-size:12px;color:#555}
 .base{margin:4px 0;display:-webkit-box;-webkit-line-clamp:3;-webkit-box-orient:vertical;overflow:hidden}
 details{font-size:12px}.key,.source{font-family:monospace;word-break:break-all;color:#555;margin:2px 0}
 .facts caption,.prov caption,.other caption{text-align:left;font-weight:bold}

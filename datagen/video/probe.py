@@ -112,6 +112,8 @@ def probe(path: str, limits: ProbeLimits = ProbeLimits()) -> ProbeInfo:
         container = av.open(path)
     except av.FFmpegError as e:
         raise _unopenable(path, size, e) from None
+    except UnicodeDecodeError as e:  # PyAV decodes the header's metadata as UTF-8: damaged bytes there
+        raise VideoError("corrupt", f"container metadata is not valid text (damaged header): {e}") from None
     with container:
         if not container.streams.video:
             if container.streams.audio:

@@ -76,7 +76,7 @@ def test_validate_catches_a_broken_record_and_a_stray_tar(tmp_path):
 
 
 def test_caption_cascades_to_segment_and_its_tasks():
-    assert relabel_plan(["caption"]) == ["caption", "segment"]
+    assert relabel_plan(["caption"]) == ["caption", "verify", "segment"]  # the judge scores the new instruction
     assert relabel_plan(["depth"]) == ["depth"]
     assert set(tasks_depending_on(["segment"])) == {"multi_object_customization", "object_insertion",
                                                     "referring_segmentation"}

@@ -55,14 +55,14 @@ def test_assemble_drops_samples_over_share_and_records_them_on_the_pair():
     shares = {"instruction_edit": 0.75, "text_to_image": 0.25}
     cfg = AssembleConfig(tasks={"instruction_edit": 1.0, "text_to_image": 1.0, "depth_estimation": 1.0},
                          task_shares=shares)
-    out = C.batch_to_rows(AssembleStage(cfg)(C.rows_to_batch(rows)))
-    made = [TASK_BY_ID[r["task_id"]].name for r in out if r["row_kind"] == "sample"]
+    pairs = C.batch_to_rows(AssembleStage(cfg)(C.rows_to_batch(rows)))  # one row per pair, its samples inside
+    made = [json.loads(rec)["task"] for p in pairs for rec in p[C.SAMPLE_RECORDS]]
     # 16 candidates of the named tasks: instruction_edit may write all 8 (quota 12), text_to_image 4
     assert made.count("instruction_edit") == 8 and made.count("text_to_image") == 4
     assert made.count("depth_estimation") == 8  # not named: not limited
-    pairs = [r for r in out if r["row_kind"] == "pair"]
-    over = [p for p in pairs if json.loads(p["skipped_json"]).get("text_to_image") == "over_share"]
-    assert len(over) == 4 and all("text_to_image" not in json.loads(p["made_json"]) for p in over)
+    over = [p for p in pairs if json.loads(p[C.SKIPPED]).get("text_to_image") == "over_share"]
+    assert len(over) == 4 and all("text_to_image" not in json.loads(p[C.MADE]) for p in over)
+    assert all(len(p[C.SAMPLE_KEYS]) == len(p[C.SAMPLE_RECORDS]) == len(p[C.SAMPLE_MEMBER_DATA]) for p in pairs)
 
 
 def test_bad_shares_are_a_user_error():
