@@ -42,7 +42,7 @@ class AssembleConfig:
     min_object_area_frac: float = 0.01  # smaller SAM2 masks are mostly fragments
     max_object_area_frac: float = 0.6  # an "object" filling the frame is background
     moving_object_frac: float = 0.02  # box-centre shift (share of the frame diagonal) that counts as moving
-    resources: Resources = field(default_factory=lambda: Resources(num_cpus=1, batch_size=16, concurrency=2))
+    resources: Resources = field(default_factory=lambda: Resources(num_cpus=1, batch_size=16))
 
     def __post_init__(self):
         for name, ratio in self.tasks.items():

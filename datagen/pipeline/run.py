@@ -24,6 +24,7 @@ from datagen.io.tables import compute_stats, read_failures, write_stats
 from datagen.pipeline.config import PipelineConfig
 from datagen.pipeline.progress import ResumeState, clean_partial_writes, read_progress
 from datagen.pipeline.sink import DatasetSink
+from datagen.pipeline.sizing import plan_compute, resident
 from schemas import columns as C
 from schemas.members import pair_key
 from stages.assemble import AssembleStage
@@ -122,20 +123,21 @@ def build_dataset(cfg: PipelineConfig, sources: list[dict], state: ResumeState):
     import ray
 
     registry = ray.remote(num_cpus=0)(VideoRegistry).remote()
+    compute = plan_compute(cfg, ray.cluster_resources())
     ds = ray.data.from_items(sources, override_num_blocks=max(1, min(len(sources), 4096)))
     for stage_cls, section in ((IngestStage, cfg.ingest), (ShotsStage, cfg.shots), (PairsStage, cfg.pairs)):
         res = section.resources
         extra = {"resume": state, "registry": registry} if stage_cls is IngestStage else {"resume": state}
         ds = ds.map_batches(_cpu_stage, fn_kwargs={"stage_cls": stage_cls, "config": section, **extra},
-                            compute=ray.data.TaskPoolStrategy(size=res.concurrency), **_map_kwargs(res))
+                            compute=compute[stage_cls.name].ray_strategy(), **_map_kwargs(res))
     for name in cfg.labels:
         section = getattr(cfg, name)
         res = section.resources
         ds = ds.map_batches(MODEL_STAGES[name], fn_constructor_kwargs={"config": section},
-                            compute=ray.data.ActorPoolStrategy(size=res.concurrency), **_map_kwargs(res))
+                            compute=compute[name].ray_strategy(), **_map_kwargs(res))
     res = cfg.assemble.resources
     ds = ds.map_batches(_cpu_stage, fn_kwargs={"stage_cls": AssembleStage, "config": cfg.assemble},
-                        compute=ray.data.TaskPoolStrategy(size=res.concurrency), **_map_kwargs(res))
+                        compute=compute["assemble"].ray_strategy(), **_map_kwargs(res))
     return ds
 
 
@@ -160,13 +162,13 @@ def check_actor_resources(cfg: PipelineConfig, cluster: dict[str, float], local:
     fixed local machine; an autoscaling cluster may still grow, so there it only warns."""
     for unit in ("CPU", "GPU"):
         key = "num_cpus" if unit == "CPU" else "num_gpus"
-        need = sum(getattr(getattr(cfg, s).resources, key) * getattr(cfg, s).resources.concurrency for s in cfg.labels)
+        need = sum(resident(getattr(cfg, s).resources, unit) for s in cfg.labels)
         have = float(cluster.get(unit, 0.0))
         stuck = need > have if unit == "GPU" else need >= have
         if need and stuck:
             msg = (f"the model stages' actors need {need:g} {unit} ({', '.join(cfg.labels)}: resources.{key} x "
-                   f"concurrency) but the Ray cluster has {have:g}{', leaving none for the CPU stages' if unit == 'CPU' else ''}; "
-                   f"lower <stage>.resources.{key} or concurrency (e.g. --set depth.resources.{key}=0.25)"
+                   f"min_concurrency) but the Ray cluster has {have:g}{', leaving none for the CPU stages' if unit == 'CPU' else ''}; "
+                   f"lower <stage>.resources.{key} or min_concurrency (e.g. --set depth.resources.{key}=0.25)"
                    + (" or use a CPU profile (--config cpu)" if unit == "GPU" else ""))
             if local:
                 raise UserError(msg)
