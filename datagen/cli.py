@@ -25,7 +25,7 @@ def user_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except UserError as e:
-            console.print(f"[bold red]error:[/] {e}", highlight=False)
+            console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)  # one line, even in a log
             raise typer.Exit(2) from None
 
     return wrapper

@@ -22,6 +22,7 @@ from datagen.config import to_dict
 from datagen.io.storage import Location
 from datagen.io.tables import compute_stats, read_failures, write_stats
 from datagen.pipeline.config import PipelineConfig
+from datagen.pipeline.preflight import preflight_models
 from datagen.pipeline.progress import ResumeState, clean_partial_writes, read_progress
 from datagen.pipeline.sink import DatasetSink
 from datagen.pipeline.sizing import plan_compute, resident
@@ -214,6 +215,7 @@ def run_pipeline(cfg: PipelineConfig, inputs: list[str], output: str, *, console
 
     t0 = time.time()
     loc = Location.parse(output)
+    pinned = preflight_models(cfg)  # before anything is written or started: a bad model path is one line
     run, resumed = check_run_config(loc, cfg)
     removed = clean_partial_writes(loc)
     state = ResumeState.load(loc)
@@ -224,7 +226,7 @@ def run_pipeline(cfg: PipelineConfig, inputs: list[str], output: str, *, console
             if resumed else "new run"
         console.print(f"datagen run: {len(sources)} videos -> {loc.url} ({what})", highlight=False)
     init_ray(cfg)
-    ds = build_dataset(cfg, sources, state)
+    ds = build_dataset(pinned, sources, state)
     sink = DatasetSink(output, cfg.write.limits, frozenset(state.committed_keys), cfg.write.min_rows_per_write,
                        attempt=f"{run['attempts']:03d}{uuid.uuid4().hex[:4]}")
     ds.write_datasink(sink)
