@@ -215,11 +215,11 @@ def run_pipeline(cfg: PipelineConfig, inputs: list[str], output: str, *, console
 
     t0 = time.time()
     loc = Location.parse(output)
+    sources = source_rows(inputs)
     pinned = preflight_models(cfg)  # before anything is written or started: a bad model path is one line
     run, resumed = check_run_config(loc, cfg)
     removed = clean_partial_writes(loc)
     state = ResumeState.load(loc)
-    sources = source_rows(inputs)
     if console:
         what = f"resuming (attempt {run['attempts']}): {len(state.done_pairs)} pairs and " \
                f"{state.samples_committed} samples already committed, {len(removed)} partial files removed" \
