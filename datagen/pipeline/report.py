@@ -5,6 +5,7 @@ from rich.console import Console
 from rich.table import Table
 
 from datagen.pipeline.run import RunSummary
+from datagen.pipeline.throughput import add_throughput_table
 
 
 def print_summary(summary: RunSummary, console: Console) -> None:
@@ -25,6 +26,7 @@ def print_summary(summary: RunSummary, console: Console) -> None:
     for name, n in st["tasks"].items():
         t.add_row(name, str(n))
     console.print(t)
+    add_throughput_table(st.get("throughput"), console)
     console.print(f"dataset: {summary.output}  ({st['samples']} samples, {st['failures']} failure rows, "
                   f"{summary.seconds:.0f} s{', resumed' if summary.resumed else ''})", highlight=False)
     console.print(f"check it: datagen validate {summary.output}   look at it: datagen preview {summary.output} "

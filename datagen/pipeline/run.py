@@ -26,6 +26,7 @@ from datagen.pipeline.preflight import preflight_models
 from datagen.pipeline.progress import ResumeState, clean_partial_writes, read_progress
 from datagen.pipeline.sink import DatasetSink
 from datagen.pipeline.sizing import plan_compute, resident
+from datagen.pipeline.throughput import run_throughput
 from schemas import columns as C
 from schemas.members import pair_key
 from stages.assemble import AssembleStage
@@ -231,6 +232,7 @@ def run_pipeline(cfg: PipelineConfig, inputs: list[str], output: str, *, console
                        attempt=f"{run['attempts']:03d}{uuid.uuid4().hex[:4]}")
     ds.write_datasink(sink)
     stats = compute_stats(loc, stage_yields(loc, len(sources), cfg.labels),
-                          {"smoke": cfg.smoke, "config_fingerprint": run["fingerprint"], "attempts": run["attempts"]})
+                          {"smoke": cfg.smoke, "config_fingerprint": run["fingerprint"], "attempts": run["attempts"],
+                           "throughput": run_throughput(ds, pinned)})
     write_stats(loc, stats)
     return RunSummary(loc.url, stats, time.time() - t0, resumed)
