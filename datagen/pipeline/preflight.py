@@ -19,6 +19,8 @@ def preflight_models(cfg):
         section = getattr(cfg, stage)
         if not hasattr(section, "model") or getattr(section, "backend", "") == "vllm-server":
             continue  # edges has no weights; a served model is the server's to load
+        if getattr(section, "engine_args", {}).get("load_format") == "dummy":
+            continue  # vLLM fills random weights (benchmarks): there are no weight files to find
         revision = preflight_model(section.model, section.revision, f"{stage}.model")
         setattr(pinned, stage, dataclasses.replace(section, revision=revision))
     return pinned
