@@ -25,6 +25,7 @@ from schemas.tasks import TASK_BY_NAME, TASKS, ImageKind, Role, input_slots
 from stages.base import Resources, Stage
 
 # Which labelling stages each task's members and prompts depend on (its provenance).
+NAMED_OBJECT_TASKS = ("object_insertion", "referring_segmentation")  # their prompt names the object
 TASK_LABELS = {
     "text_to_image": ("caption",), "instruction_edit": ("caption",),
     "multi_object_customization": ("caption", "segment"), "object_insertion": ("caption", "segment"),
@@ -173,8 +174,12 @@ class _PairContext:
             want = self.cfg.assets_per_sample if task == "multi_object_customization" else 1
             if len(objs) < want:
                 return "too_few_objects"
+            if task in NAMED_OBJECT_TASKS:  # "segment the object" teaches nothing: SAM2's grid masks have no name
+                objs = [o for o in objs if o.get("name")]
+                if len(objs) < want:
+                    return "no_named_object"
             objs = objs[:want]
-        names = [o.get("name", "object") for o in objs]
+        names = [o["name"] for o in objs if o.get("name")]
 
         if task == "text_to_image":
             target = self.row[C.IMAGE_A]
@@ -185,7 +190,7 @@ class _PairContext:
                 crop = cut_out(self.image(C.IMAGE_A), self.mask("a", o))
                 if crop is None:
                     return "empty_mask"
-                inputs.append((encode_image(crop, ImageKind.rgb, self.rgb_ext), crop.shape[1], crop.shape[0], o.get("name", "")))
+                inputs.append((encode_image(crop, ImageKind.rgb, self.rgb_ext), crop.shape[1], crop.shape[0], o.get("name") or ""))
             if task == "object_insertion":
                 canvas = remove_region(self.image(C.IMAGE_B), self.mask("b", objs[0]))
                 inputs.append((encode_image(canvas, ImageKind.rgb, self.rgb_ext), w, h, ""))
