@@ -29,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -206,6 +207,8 @@ def bare_stage(stage: str, tiny: bool, model_dir: Path, device: str, seconds: fl
     section = stage_config(stage, tiny, model_dir, device)
     from datagen.pipeline.run import MODEL_STAGES
 
+    torch.set_num_threads(max(1, int(section.resources.num_cpus)))  # what Ray gives the stage's actor
+
     t0 = time.perf_counter()
     obj = MODEL_STAGES[stage](section)
     load_s = time.perf_counter() - t0
@@ -235,16 +238,14 @@ def synthetic_videos(out: Path, n: int, tiny: bool) -> list[str]:
 
     out.mkdir(parents=True, exist_ok=True)
     w, h = (320, 192) if tiny else (960, 544)
-    paths = []
-    for i in range(n):
-        p = out / f"clip{i:03d}.mp4"
-        if not p.exists():
-            s = 10 * i
-            write_video(p, [Segment("static", 48, seed=s + 1), Segment("pan", 48, speed_px=1.5, seed=s + 2),
-                            Segment("object", 49, speed_px=4.0, seed=s + 3), Segment("pan", 40, speed_px=-1.5, seed=s + 4)],
-                        width=w, height=h)
-        paths.append(str(p))
-    return paths
+    paths = [out / f"clip{i:03d}.mp4" for i in range(n)]
+    jobs = [(p, [Segment("static", 48, seed=10 * i + 1), Segment("pan", 48, speed_px=1.5, seed=10 * i + 2),
+                 Segment("object", 49, speed_px=4.0, seed=10 * i + 3), Segment("pan", 40, speed_px=-1.5, seed=10 * i + 4)])
+            for i, p in enumerate(paths) if not p.exists()]
+    if jobs:
+        with ProcessPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 1)) as pool:  # ~3 s a clip
+            list(pool.map(write_video, *zip(*jobs), [w] * len(jobs), [h] * len(jobs)))
+    return [str(p) for p in paths]
 
 
 def pipeline_config(tiny: bool, model_dir: Path, device: str):
@@ -284,8 +285,8 @@ def run_whole_pipeline(cfg, videos: list[str], out: Path) -> tuple[dict, float, 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tiny", action="store_true", help="tiny random models on CPU: checks the script, measures nothing")
-    ap.add_argument("--videos", type=int, default=None, help="synthetic videos for the pipeline (default 16; --tiny 2)")
-    ap.add_argument("--seconds", type=float, default=None, help="measured seconds per bare stage (default 30; --tiny 3)")
+    ap.add_argument("--videos", type=int, default=None, help="synthetic videos for the pipeline (default 12; --tiny 2)")
+    ap.add_argument("--seconds", type=float, default=None, help="measured seconds per bare stage (default 20; --tiny 3)")
     ap.add_argument("--stages", default=",".join(STAGES), help="bare stages to run, comma-separated")
     ap.add_argument("--no-pipeline", action="store_true")
     ap.add_argument("--work-dir", default=None, help="models, videos and the dataset (default: a temp dir)")
@@ -296,9 +297,8 @@ def main(argv: list[str] | None = None) -> int:
         print("gpu.bench: skipped: no CUDA device here (torch.cuda.is_available() is False); run it on a GPU "
               "machine, or pass --tiny to check the script on CPU", flush=True)
         return 2
-    seconds = args.seconds if args.seconds is not None else (3.0 if args.tiny else 30.0)
+    seconds = args.seconds if args.seconds is not None else (3.0 if args.tiny else 20.0)
     if args.bare_stage:  # child: print one JSON line for the parent
-        torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
         print("RESULT " + json.dumps(bare_stage(args.bare_stage, args.tiny, Path(args.work_dir), device, seconds)), flush=True)
         return 0
 
@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"bs={r['batch_size']} rows={r['rows']} failed_rows={r['failed_rows']} load_s={r['load_s']:.0f}"
                   + (f" backend={r['backend']}" if r["backend"] else ""), flush=True)
         if not args.no_pipeline:
-            n = args.videos or (2 if args.tiny else 16)
+            n = args.videos or (2 if args.tiny else 12)
             videos = synthetic_videos(work / "videos", n, args.tiny)
             cfg = pipeline_config(args.tiny, work / "models", device)
             stats, wall, busy = run_whole_pipeline(cfg, videos, work / f"dataset-{time.time_ns()}")
