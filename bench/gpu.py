@@ -339,6 +339,13 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"gpu.pipeline.{s['stage']}{tag}: {rate} busy_share={s['busy_share']:.2f} "
                       f"workers={s['workers']}{ratio}", flush=True)
             print(f"gpu.pipeline.limiting{tag}: {stats['throughput']['limiting']}", flush=True)
+            # Sizing (README, "CPUs per GPU"): CPU-stage task seconds per pair at this run's pair rate.
+            cpu_rows = [s for s in stats["throughput"]["stages"] if s["stage"] not in STAGES and s["stage"] != "write"]
+            total_task_s = sum(s["busy_share"] * s["workers"] * s["rows_out"] / s["rows_per_s"]  # = task seconds
+                               for s in cpu_rows if s["rows_per_s"] > 0)
+            task_s = total_task_s / max(1, pairs)
+            print(f"gpu.pipeline.cpu_stage_s_per_pair{tag}: {task_s:.3f} task-s per pair -> {task_s * pairs / wall:.1f} "
+                  f"CPUs busy at {pairs / wall:.2f} pairs/s on 1 GPU", flush=True)
     total = time.perf_counter() - t_start
     print(f"gpu.total_wall{tag}: {total:.0f} s ratio={total / TIME_LIMIT_S:.2f} vs limit {TIME_LIMIT_S} s", flush=True)
     return 0
