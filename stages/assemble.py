@@ -24,8 +24,8 @@ from schemas.sample import ImageRef, Prompt, Provenance, SampleRecord, Source
 from schemas.tasks import TASK_BY_NAME, TASKS, ImageKind, Role, input_slots
 from stages.base import Resources, Stage
 
-# Which labelling stages each task's members and prompts depend on (its provenance).
 NAMED_OBJECT_TASKS = ("object_insertion", "referring_segmentation")  # their prompt names the object
+# Which labelling stages each task's members and prompts depend on (its provenance).
 TASK_LABELS = {
     "text_to_image": ("caption",), "instruction_edit": ("caption",),
     "multi_object_customization": ("caption", "segment"), "object_insertion": ("caption", "segment"),
