@@ -30,7 +30,7 @@ def user_errors(fn: Callable) -> Callable:
             message = user_error_message(e)
             if message is None:
                 raise
-            console.print(f"[bold red]error:[/] {message}", highlight=False)
+            console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)  # one line, even in a log
             raise typer.Exit(2) from None
 
     return wrapper

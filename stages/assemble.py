@@ -27,6 +27,7 @@ from schemas.sample import ImageRef, Prompt, Provenance, SampleRecord, Source
 from schemas.tasks import TASK_BY_ID, TASK_BY_NAME, TASKS, ImageKind, Role, input_slots
 from stages.base import Resources, Stage
 
+NAMED_OBJECT_TASKS = ("object_insertion", "referring_segmentation")  # their prompt names the object
 
 
 @dataclass
@@ -41,7 +42,7 @@ class AssembleConfig:
     min_object_area_frac: float = 0.01  # smaller SAM2 masks are mostly fragments
     max_object_area_frac: float = 0.6  # an "object" filling the frame is background
     moving_object_frac: float = 0.02  # box-centre shift (share of the frame diagonal) that counts as moving
-    resources: Resources = field(default_factory=lambda: Resources(num_cpus=1, batch_size=16, concurrency=2))
+    resources: Resources = field(default_factory=lambda: Resources(num_cpus=1, batch_size=16))
 
     def __post_init__(self):
         for name, ratio in self.tasks.items():
@@ -197,8 +198,12 @@ class _PairContext:
             want = self.cfg.assets_per_sample if task == "multi_object_customization" else 1
             if len(objs) < want:
                 return "too_few_objects"
+            if task in NAMED_OBJECT_TASKS:  # "segment the object" teaches nothing: SAM2's grid masks have no name
+                objs = [o for o in objs if o.get("name")]
+                if len(objs) < want:
+                    return "no_named_object"
             objs = objs[:want]
-        names = [o.get("name", "object") for o in objs]
+        names = [o["name"] for o in objs if o.get("name")]
 
         if task == "text_to_image":
             target = self.row[C.IMAGE_A]
@@ -209,7 +214,7 @@ class _PairContext:
                 crop = cut_out(self.image(C.IMAGE_A), self.mask("a", o))
                 if crop is None:
                     return "empty_mask"
-                inputs.append((encode_image(crop, ImageKind.rgb, self.rgb_ext), crop.shape[1], crop.shape[0], o.get("name", "")))
+                inputs.append((encode_image(crop, ImageKind.rgb, self.rgb_ext), crop.shape[1], crop.shape[0], o.get("name") or ""))
             if task == "object_insertion":
                 canvas = remove_region(self.image(C.IMAGE_B), self.mask("b", objs[0]))
                 inputs.append((encode_image(canvas, ImageKind.rgb, self.rgb_ext), w, h, ""))

@@ -28,7 +28,16 @@ class Resources:
     num_cpus: float = 1.0
     num_gpus: float = 0.0  # fractions share a GPU between actors of small models
     batch_size: int = 8
-    concurrency: int = 1  # actors (model stages) or parallel tasks (CPU stages)
+    # Most workers at once (actors of a model stage, parallel tasks of a CPU stage); None:
+    # sized from the cluster's CPUs and GPUs at the start of the run (datagen/pipeline/sizing.py).
+    concurrency: int | None = None
+    min_concurrency: int = 1  # model stages: actors kept loaded all run; the pool autoscales above it
+
+    def __post_init__(self):
+        if self.min_concurrency < 1 or (self.concurrency is not None and self.concurrency < 1):
+            raise ValueError(f"concurrency and min_concurrency must be >= 1, got {self.concurrency}, {self.min_concurrency}")
+        if self.concurrency is not None and self.min_concurrency > self.concurrency:
+            raise ValueError(f"min_concurrency ({self.min_concurrency}) must be <= concurrency ({self.concurrency})")
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ class EdgesConfig:
     l2_gradient: bool = True  # exact gradient magnitude; slightly cleaner edges than L1
     frames: list[Literal["a", "b"]] = field(default_factory=lambda: ["a", "b"])  # both: tasks use edges of B and of either frame
     # 128: a Canny batch takes ~0.2 s, long enough that Ray's per-batch overhead stays small
-    resources: Resources = field(default_factory=lambda: Resources(num_cpus=1, num_gpus=0.0, batch_size=128, concurrency=2))
+    resources: Resources = field(default_factory=lambda: Resources(num_cpus=1, num_gpus=0.0, batch_size=128))
 
     def __post_init__(self):
         if self.blur_ksize > 1 and self.blur_ksize % 2 == 0:

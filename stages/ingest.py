@@ -27,7 +27,7 @@ class IngestConfig:
     limits: ProbeLimits = field(default_factory=ProbeLimits)
     storage_options: dict[str, Any] = field(default_factory=dict)  # fsspec options for s3:// etc. (endpoint, anon)
     # probing reads headers and demuxes packets without decoding: cheap, so many files per task
-    resources: Resources = field(default_factory=lambda: Resources(num_cpus=1, batch_size=8, concurrency=2))
+    resources: Resources = field(default_factory=lambda: Resources(num_cpus=1, batch_size=8))
 
 
 def source_rows(inputs: str | Iterable[str], **storage_options) -> list[dict[str, Any]]:

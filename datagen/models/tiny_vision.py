@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Sam2VideoConfig, Sam2VideoModel
+from transformers.models.sam2_video.configuration_sam2_video import Sam2VideoMaskDecoderConfig, Sam2VideoPromptEncoderConfig
 
 
 def _sam2_config(size: str) -> Sam2VideoConfig:
@@ -48,8 +49,11 @@ def _sam2_config(size: str) -> Sam2VideoConfig:
     )
     return Sam2VideoConfig(
         vision_config=vision,
-        prompt_encoder_config=dict(hidden_size=fpn, image_size=image_px, patch_size=16),
-        mask_decoder_config=dict(hidden_size=fpn, mlp_dim=mlp_dim, num_attention_heads=heads, iou_head_hidden_dim=fpn),
+        # Config objects, not dicts: transformers 5.19 (the one vLLM 0.32 pins) builds a dict
+        # mask_decoder_config as a prompt-encoder config (tests/stages run in both venvs).
+        prompt_encoder_config=Sam2VideoPromptEncoderConfig(hidden_size=fpn, image_size=image_px, patch_size=16),
+        mask_decoder_config=Sam2VideoMaskDecoderConfig(hidden_size=fpn, mlp_dim=mlp_dim, num_attention_heads=heads,
+                                                       iou_head_hidden_dim=fpn),
         image_size=image_px, memory_attention_rope_feat_sizes=feat[-1], memory_encoder_output_channels=64, **mem,
     )
 

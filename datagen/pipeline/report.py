@@ -9,6 +9,7 @@ from rich.table import Table
 from datagen.io.card import CARD_FILE, card_configs
 from datagen.pipeline.outcome import outcome_lines
 from datagen.pipeline.run import RunSummary
+from datagen.pipeline.throughput import add_throughput_table
 
 
 def print_summary(summary: RunSummary, console: Console) -> None:
@@ -42,6 +43,7 @@ def print_summary(summary: RunSummary, console: Console) -> None:
         console.print(f"task share {task}: {q['share']:.1%} of target {q['target_share']:.1%} "
                       f"({q['written']} written, {q['dropped_over_share']} over share, shortfall {q['shortfall']})",
                       highlight=False)
+    add_throughput_table(st.get("throughput"), console)
     out = summary.output
     console.print(f"dataset: {out}  ({st['samples']} samples, {st['failures']} failure rows, "
                   f"{summary.seconds:.0f} s{', resumed' if summary.resumed else ''})", highlight=False)

@@ -33,6 +33,9 @@ from datagen.pipeline.sink import DatasetSink
 from datagen.redact import redact
 from datagen.video.sources import SOURCE_POS, check_sources
 from datagen.pipeline.stopped import why_run_stopped
+from datagen.pipeline.preflight import preflight_models
+from datagen.pipeline.sizing import plan_compute, resident
+from datagen.pipeline.throughput import run_throughput
 from schemas import columns as C
 from schemas.members import pair_key
 from schemas.reasons import PERMANENT, REASONS
@@ -156,6 +159,7 @@ def build_dataset(cfg: PipelineConfig, sources, resume: ResumeState | ResumeClie
     import ray
 
     registry = ray.remote(num_cpus=0)(VideoRegistry).remote()
+    compute = plan_compute(cfg, ray.cluster_resources())
     ds = sources
     for stage_cls, section in ((IngestStage, cfg.ingest), (ShotsStage, cfg.shots), (PairsStage, cfg.pairs)):
         if stage_cls is PairsStage and cfg.shots.detector == "transnetv2":  # the shot network: a model stage
@@ -166,17 +170,17 @@ def build_dataset(cfg: PipelineConfig, sources, resume: ResumeState | ResumeClie
         extra = {"resume": resume, "registry": registry} if stage_cls is IngestStage else {"resume": resume}
         extra["ledger"] = ledger
         ds = ds.map_batches(_cpu_stage, fn_kwargs={"stage_cls": stage_cls, "config": section, **extra},
-                            compute=ray.data.TaskPoolStrategy(size=res.concurrency), **_map_kwargs(res))
+                            compute=compute[stage_cls.name].ray_strategy(), **_map_kwargs(res))
     for name in cfg.model_stages:
         section = cfg.section(name)
         res = section.resources
         stage_cls = reporting(MODEL_STAGES[name], ledger, res.num_gpus) if ledger is not None else MODEL_STAGES[name]
         ds = ds.map_batches(stage_cls, fn_constructor_kwargs={"config": section},
-                            compute=ray.data.ActorPoolStrategy(size=res.concurrency),
+                            compute=compute[name].ray_strategy(),
                             max_restarts=cfg.ray.max_actor_restarts, **_map_kwargs(res))
     res = cfg.assemble.resources
     ds = ds.map_batches(_cpu_stage, fn_kwargs={"stage_cls": AssembleStage, "config": cfg.assemble, "ledger": ledger},
-                        compute=ray.data.TaskPoolStrategy(size=res.concurrency), **_map_kwargs(res))
+                        compute=compute["assemble"].ray_strategy(), **_map_kwargs(res))
     return ds
 
 
@@ -203,13 +207,13 @@ def check_actor_resources(cfg: PipelineConfig, cluster: dict[str, float], local:
     fixed local machine; an autoscaling cluster may still grow, so there it only warns."""
     for unit in ("CPU", "GPU"):
         key = "num_cpus" if unit == "CPU" else "num_gpus"
-        need = sum(getattr(getattr(cfg, s).resources, key) * getattr(cfg, s).resources.concurrency for s in cfg.model_stages)
+        need = sum(resident(cfg.section(s).resources, unit) for s in cfg.model_stages)
         have = float(cluster.get(unit, 0.0))
         stuck = need > have if unit == "GPU" else need >= have
         if need and stuck:
             msg = (f"the model stages' actors need {need:g} {unit} ({', '.join(cfg.model_stages)}: resources.{key} x "
-                   f"concurrency) but the Ray cluster has {have:g}{', leaving none for the CPU stages' if unit == 'CPU' else ''}; "
-                   f"lower <stage>.resources.{key} or concurrency (e.g. --set depth.resources.{key}=0.25)"
+                   f"min_concurrency) but the Ray cluster has {have:g}{', leaving none for the CPU stages' if unit == 'CPU' else ''}; "
+                   f"lower <stage>.resources.{key} or min_concurrency (e.g. --set depth.resources.{key}=0.25)"
                    + (" or use a CPU profile (--config cpu)" if unit == "GPU" else ""))
             if local:
                 raise UserError(msg)
@@ -269,12 +273,13 @@ def run_pipeline(cfg: PipelineConfig, inputs: list[str], output: str, *, console
     t0 = time.time()
     reopen = permanent_reasons(list(retry_failed))
     loc = Location.parse(output)
+    opts = cfg.ingest.storage_options
+    sources = check_sources([inputs] if isinstance(inputs, str) else inputs, opts)  # an input error comes first
+    pinned = preflight_models(cfg)  # before anything is written or started: a bad model path is one line
     run, resumed = check_run_config(loc, cfg)
     for folder in TABLES:  # a compaction killed in the last run is finished before anything reads
         finish_pending(loc, folder)
     removed = clean_partial_writes(loc, run["attempt_ids"])
-    opts = cfg.ingest.storage_options
-    sources = check_sources([inputs] if isinstance(inputs, str) else inputs, opts)
     quiet_third_party_output(verbose)
     init_ray(cfg, verbose)
     import ray
@@ -282,7 +287,7 @@ def run_pipeline(cfg: PipelineConfig, inputs: list[str], output: str, *, console
     ray.data.DataContext.get_current().wait_for_min_actors_s = cfg.ray.actor_start_timeout_s  # no wait forever
     listing = source_dataset(sources, cfg.ingest.resources.batch_size, **opts)
     ledger = ray.remote(num_cpus=0)(CostLedger).remote()
-    ds = build_dataset(cfg, listing, resume := ResumeClient.start(output, reopen), ledger)
+    ds = build_dataset(pinned, listing, resume := ResumeClient.start(output, reopen), ledger)
     if console:
         done = resume.summary()
         what = f"resuming (attempt {run['attempts']}): {done['pairs_done']} pairs and " \
@@ -303,13 +308,12 @@ def run_pipeline(cfg: PipelineConfig, inputs: list[str], output: str, *, console
         raise failure from None  # its one-line message, not Ray's traceback
     videos_in = resume.summary()["videos_listed"]
     compact_dataset(loc)
-    gpus_held = sum(cfg.section(s).resources.num_gpus * cfg.section(s).resources.concurrency
-                    for s in cfg.model_stages)
+    gpus_held = sum(resident(cfg.section(s).resources, "GPU") for s in cfg.model_stages)
     cost = summarize(ray.get(ledger.totals.remote()), sink.totals["samples"], time.time() - t0, gpus_held)
     shares = {"task_shares": task_shares.dataset_report(loc, cfg.assemble.task_shares)} if cfg.assemble.task_shares else {}
     stats = compute_stats(loc, stage_yields(loc, videos_in, cfg.model_stages),
                           {"smoke": cfg.smoke, "config_fingerprint": run["fingerprint"], "attempts": run["attempts"],
-                           "outcome": run_outcome(loc), "cost": cost, **shares})
+                           "outcome": run_outcome(loc), "cost": cost, "throughput": run_throughput(ds, pinned), **shares})
     write_stats(loc, stats)
     write_card(loc, stats)
     return RunSummary(loc.url, stats, time.time() - t0, resumed)

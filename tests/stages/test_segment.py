@@ -59,6 +59,7 @@ def test_grid_fallback_without_caption_objects(stage):
         segments = json.loads(seg_json)
         assert 1 <= len(segments) <= 3  # max_objects
         assert [s["object_id"] for s in segments] == list(range(len(segments)))
+        assert all(s["name"] is None for s in segments)  # nobody named them: no "segment the object" prompts
         scores = [s["score"] for s in segments]
         assert scores == sorted(scores, reverse=True)  # best predicted IoU first
 
