@@ -38,6 +38,7 @@ from datagen.pipeline.progress import ResumeState, read_progress
 from datagen.pipeline.relabel_steps import RelabelStep, load_pairs
 from datagen.pipeline.run import CONFIG_FILE, MODEL_STAGES, RUN_FILE, _cpu_stage, _map_kwargs, init_ray
 from datagen.pipeline.sink import DatasetSink
+from datagen.pipeline.sizing import plan_compute
 from schemas.labels import LABEL_STAGES, relabel_plan, tasks_depending_on
 from schemas.tables import MANIFEST_SCHEMA
 from stages.assemble import AssembleStage
@@ -160,19 +161,20 @@ def build_relabel_dataset(cfg: PipelineConfig, src: Location, requested: list[st
     # one input row per byte range of the first stage's batch of pairs: tasks stream the store in parallel
     chunks = read_chunks(src, cfg.section(plan[0]).resources.batch_size)
     ds = ray.data.from_items(chunks, override_num_blocks=max(1, min(len(chunks), 4096)))
+    compute = plan_compute(cfg, ray.cluster_resources())  # the same pools as `datagen run`
     res = cfg.assemble.resources
     ds = ds.map_batches(load_pairs, fn_kwargs={"src_url": src.url, "tasks": tasks, "done_pairs": done_pairs},
-                        compute=ray.data.TaskPoolStrategy(size=res.concurrency), batch_size=1, num_cpus=res.num_cpus,
+                        compute=compute["assemble"].ray_strategy(), batch_size=1, num_cpus=res.num_cpus,
                         batch_format="pyarrow")
     for name in plan:
         section = cfg.section(name)
         ds = ds.map_batches(RelabelStep, fn_constructor_kwargs={"stage_cls": MODEL_STAGES[name], "config": section,
                                                                 "requested": name in requested, "only_stale": only_stale},
-                            compute=ray.data.ActorPoolStrategy(size=section.resources.concurrency),
+                            compute=compute[name].ray_strategy(),
                             max_restarts=cfg.ray.max_actor_restarts, **_map_kwargs(section.resources))
     assemble = dataclasses.replace(cfg.assemble, tasks={t: r for t, r in cfg.assemble.tasks.items() if t in tasks})
     ds = ds.map_batches(_cpu_stage, fn_kwargs={"stage_cls": AssembleStage, "config": assemble},
-                        compute=ray.data.TaskPoolStrategy(size=res.concurrency), **_map_kwargs(res))
+                        compute=compute["assemble"].ray_strategy(), **_map_kwargs(res))
     return ds
 
 

@@ -14,7 +14,7 @@ def _assemble(row):
 
 
 def _records(rows) -> dict[str, SampleRecord]:
-    recs = [SampleRecord.from_json(r["record_json"]) for r in rows if r["row_kind"] == "sample"]
+    recs = [SampleRecord.from_json(rec) for r in rows for rec in r[C.SAMPLE_RECORDS]]  # one row per pair
     return {r.task: r for r in recs}
 
 
@@ -30,7 +30,7 @@ def _unnamed(row, keep_first_name: bool = False):
 def test_grid_objects_give_no_referring_segmentation_or_insertion_only_nameless_tasks():
     row = _unnamed(make_labelled_pair_row(n_objects=2))
     rows = _assemble(row)
-    skipped = json.loads(next(r for r in rows if r["row_kind"] == "pair")["skipped_json"])
+    skipped = json.loads(rows[0][C.SKIPPED])
     assert skipped == {"object_insertion": "no_named_object", "referring_segmentation": "no_named_object"}
     samples = _records(rows)
     customization = samples["multi_object_customization"]  # assets need no name: caption of B stays the prompt

@@ -17,16 +17,17 @@ def test_gpu_profile_on_one_8_gpu_node_grows_pools_into_the_gpus_and_decodes_on_
     assert (plan["segment"].min_size, plan["segment"].max_size) == (1, 16)
     assert (plan["depth"].min_size, plan["depth"].max_size) == (1, 16)
     assert (plan["edges"].min_size, plan["edges"].max_size) == (1, 96)  # CPU-only model stage: one actor a CPU
-    # resident actors hold 4 + 2 + 2 + 1 = 9 CPUs; the CPU stages (1 CPU a task) share the other 87
+    # resident actors hold 2 + 2 (text, safety) + 4 + 4 (caption, verify) + 2 + 2 + 1 = 17 CPUs;
+    # the CPU stages (1 CPU a task) share the other 79
     for name in ("ingest", "shots", "pairs", "assemble"):
-        assert (plan[name].kind, plan[name].max_size) == ("tasks", 87), name
+        assert (plan[name].kind, plan[name].max_size) == ("tasks", 79), name
 
 
 def test_sizes_scale_with_the_cluster_not_a_fixed_two():
     cfg = load_config("gpu")
     small = plan_compute(cfg, {"CPU": 32.0, "GPU": 2.0})
     big = plan_compute(cfg, {"CPU": 32.0 * 8, "GPU": 16.0})
-    assert small["pairs"].max_size == 32 - 9 and big["pairs"].max_size == 256 - 9
+    assert small["pairs"].max_size == 32 - 17 and big["pairs"].max_size == 256 - 17
     assert small["caption"].max_size == 2 and big["caption"].max_size == 16
     # a GPU stage is bounded by CPUs too: 4 GPUs but only 6 CPUs -> one caption actor of 4 CPUs
     assert plan_compute(cfg, {"CPU": 6.0, "GPU": 4.0})["caption"].max_size == 1
@@ -43,8 +44,8 @@ def test_explicit_concurrency_caps_and_min_concurrency_stays_loaded():
     plan = plan_compute(cfg, {"CPU": 96.0, "GPU": 8.0})
     assert (plan["caption"].min_size, plan["caption"].max_size) == (2, 3)
     assert plan["pairs"].max_size == 5
-    # two resident caption actors: 8 + 2 + 2 + 1 CPUs held
-    assert plan["shots"].max_size == 96 - 13
+    # two resident caption actors: 2 + 2 + 8 + 4 + 2 + 2 + 1 CPUs held
+    assert plan["shots"].max_size == 96 - 21
 
 
 def test_cpu_profile_on_two_cores_keeps_todays_two_tasks_and_one_actor_each():
@@ -66,7 +67,7 @@ def test_min_above_cap_is_a_config_error():
 
 def test_ray_strategies_match_the_plan():
     ray_data = pytest.importorskip("ray.data")
-    plan = plan_compute(load_config("gpu"), {"CPU": 16.0, "GPU": 1.0})
+    plan = plan_compute(load_config("gpu"), {"CPU": 32.0, "GPU": 1.0})
     caption, pairs = plan["caption"].ray_strategy(), plan["pairs"].ray_strategy()
     assert isinstance(caption, ray_data.ActorPoolStrategy) and (caption.min_size, caption.max_size) == (1, 1)
-    assert isinstance(pairs, ray_data.TaskPoolStrategy) and pairs.size == 16 - 9
+    assert isinstance(pairs, ray_data.TaskPoolStrategy) and pairs.size == 32 - 17
