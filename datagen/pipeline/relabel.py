@@ -34,6 +34,7 @@ from datagen.io.storage import Location
 from datagen.io.tables import compute_stats, read_manifest, read_stats, write_stats
 from datagen.pipeline.commit import clean_partial_writes, committed_prefixes, write_commit_record, write_prefix
 from datagen.pipeline.config import PipelineConfig
+from datagen.pipeline.outcome import run_outcome
 from datagen.pipeline.progress import ResumeState, read_progress
 from datagen.pipeline.relabel_steps import RelabelStep, load_pairs
 from datagen.pipeline.run import CONFIG_FILE, MODEL_STAGES, RUN_FILE, _cpu_stage, _map_kwargs, init_ray
@@ -217,7 +218,7 @@ def relabel(input_url: str, output_url: str, stages: list[str], cfg: PipelineCon
                     "samples_changed": dict(changed), "keys": {k: len(v) for k, v in delta.items()}}
     stats = compute_stats(dst, relabel_yields(dst, len(index["pair_key"]), plan),
                           {"smoke": old_stats.get("smoke", False) or cfg.smoke, "relabel": relabel_info,
-                           "attempts": run["attempts"]})
+                           "attempts": run["attempts"], "outcome": run_outcome(dst)})
     write_stats(dst, stats)
     write_card(dst, stats)
     return RelabelSummary(dst.url, stages, plan, rebuilt, copied, len(index["pair_key"]), changed,
