@@ -60,3 +60,15 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     for name, n, cmd in groups:
         tr.write_line(f"  {name:<{width}}  {n:>3} tests  ->  {cmd}", yellow=True, bold=True)
     return result
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_ray_left_behind():
+    """A module that started Ray (a run, a relabel) must not leave it to the next module,
+    whose own `ray.init` would then fail or join the wrong instance."""
+    yield
+    import sys
+
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()

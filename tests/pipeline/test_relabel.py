@@ -76,7 +76,8 @@ def test_caption_relabel_with_another_vlm_changes_only_caption_json(caption_v2, 
     src, out, summary = caption_v2
     report = validate(str(out))
     assert report.ok, report.problems
-    assert summary.plan == ["caption", "segment"]  # segment re-runs where the objects change: here none do
+    # the judge re-scores every new instruction; segment re-runs where the objects change: here none do
+    assert summary.plan == ["caption", "verify", "segment"]
     before, after = samples(src), samples(out)
     assert set(before) == set(after)
     caption_tasks = set(tasks_depending_on(["caption"]))
@@ -85,9 +86,11 @@ def test_caption_relabel_with_another_vlm_changes_only_caption_json(caption_v2, 
         old = before[key]
         assert new.media == old.media  # no member derives from the caption alone: all bytes kept
         if new.record.task in caption_tasks:
+            # the judge has no model of its own here: it follows the captioner, so it re-ran with it
             assert new.record.labels["caption"].model_id == tiny_models["caption_v2"]
-            assert {k: v for k, v in new.record.labels.items() if k != "caption"} == \
-                   {k: v for k, v in old.record.labels.items() if k != "caption"}
+            assert new.record.labels["verify"].model_id == tiny_models["caption_v2"]
+            assert {k: v for k, v in new.record.labels.items() if k not in ("caption", "verify")} == \
+                   {k: v for k, v in old.record.labels.items() if k not in ("caption", "verify")}
             json_changed += new.record.prompt.base != old.record.prompt.base
         else:
             assert new.record == old.record
@@ -96,6 +99,8 @@ def test_caption_relabel_with_another_vlm_changes_only_caption_json(caption_v2, 
         assert tar_digests(out, task) == tar_digests(src, task)
     for row in read_manifest(Location.parse(str(out))).to_pylist():
         rebuilt = row["task"] in caption_tasks
+        # changed_labels names the labels a task derives from (schemas/labels.TASK_LABELS); the judge's
+        # verdict rides along with the caption, so its new provenance is in the record, not listed here
         assert row["changed_labels"] == (["caption"] if rebuilt else [])
         assert [p["model_id"] for p in row["previous_labels"]] == ([tiny_models["caption"]] if rebuilt else [])
         assert row["dataset_version"] == 2
@@ -105,7 +110,7 @@ def test_caption_relabel_with_another_vlm_changes_only_caption_json(caption_v2, 
     assert set(old_pairs) == set(new_pairs)
     for pk, new in new_pairs.items():
         old = old_pairs[pk]
-        assert new["history"]["rerun"] == ["caption"]
+        assert new["history"]["rerun"] == ["caption", "verify"]  # the judge re-scores the new instruction
         assert new["history"]["previous_labels"]["caption"] == old["labels"]["caption"]
         assert new["segments"] == old["segments"] and new["facts"] == old["facts"]
         assert {m: d for m, d in new["_members"].items() if m != "json"} == \
@@ -174,8 +179,11 @@ def scripted_caption(body, n):
 def cascade(reference_run, tmp_path_factory):
     src, _ = reference_run
     out = tmp_path_factory.mktemp("relabel") / "cascade"
+    made_with = dataset_config(str(src))  # the judge keeps the dataset's model: only the captioner is scripted
     with FakeOpenAI(scripted_caption, lambda body: "all") as server:
-        cfg = dataset_config(str(src), None, ["caption.backend=vllm-server", f"caption.endpoints=[{server.url}]",
+        cfg = dataset_config(str(src), None, [f"verify.model={made_with.caption.model}",
+                                              f"verify.backend={made_with.caption.backend}",
+                                              "caption.backend=vllm-server", f"caption.endpoints=[{server.url}]",
                                               "caption.model=scripted-vlm", "caption.max_objects=2",
                                               "caption.max_text_chars=60", "caption.retry_backoff_s=0"])
         summary = relabel(str(src), str(out), ["caption"], cfg)
@@ -192,11 +200,11 @@ def test_new_objects_in_a_caption_rerun_segment_for_that_pair_only(cascade):
     for pk, new in new_pairs.items():
         old = old_pairs[pk]
         if pk in with_objects:
-            assert new["history"]["rerun"] == ["caption", "segment"]
+            assert new["history"]["rerun"] == ["caption", "verify", "segment"]
             assert {s["name"] for s in new["segments"]} <= {"red lamp", "chair"}
             assert new["labels"]["segment"] == old["labels"]["segment"]  # same SAM2, new prompts
         else:  # no objects before, none now: segment's input is unchanged, so are its masks
-            assert new["history"]["rerun"] == ["caption"]
+            assert new["history"]["rerun"] == ["caption", "verify"]
             assert new["segments"] == old["segments"]
             assert new["_members"]["masks_a.0.png"] == old["_members"]["masks_a.0.png"]
     before, after = samples(src), samples(out)
@@ -209,7 +217,7 @@ def test_new_objects_in_a_caption_rerun_segment_for_that_pair_only(cascade):
     assert referring and all(s.record.prompt.base in ("segment the red lamp", "segment the chair") for s in referring)
     stats = json.loads((out / "stats.json").read_text())
     assert stats["relabel"]["keys"] == {k: len(v) for k, v in delta.items()}
-    assert list(stats["stages"])[:3] == ["pair store", "caption", "segment"]  # run's stage-yield table
+    assert list(stats["stages"])[:3] == ["pair store", "caption", "verify"]  # run's stage-yield table
 
 
 def test_readers_load_every_task_directory_of_the_new_version(cascade):
