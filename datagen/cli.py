@@ -67,9 +67,7 @@ def stats(dataset: str = typer.Argument(..., help="dataset directory or URL")):
     from datagen.io.tables import compute_stats, read_stats
     from datagen.pipeline.outcome import outcome_lines, run_outcome
 
-    loc = Location.parse(dataset)
-    if not loc.exists(""):
-        raise UserError(f"dataset {dataset!r} not found; pass the --output directory of a run")
+    loc = Location.dataset(dataset)
     saved = read_stats(loc) or {}
     fresh = compute_stats(loc, saved.get("stages"), {k: v for k, v in saved.items() if k in ("smoke", "cost")})
     outcome = run_outcome(loc)
@@ -106,9 +104,7 @@ def compact(dataset: str = typer.Argument(..., help="dataset directory or URL"))
     from datagen.io.compact import compact_dataset
     from datagen.io.storage import Location
 
-    loc = Location.parse(dataset)
-    if not loc.exists(""):
-        raise UserError(f"dataset {dataset!r} not found; pass the --output directory of a run")
+    loc = Location.dataset(dataset)
     for r in compact_dataset(loc):
         console.print(f"{r.folder}: {r.parts_before} -> {r.parts_after} parts", highlight=False)
 

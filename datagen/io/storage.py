@@ -37,6 +37,14 @@ class Location:
             raise UserError(f"cannot open {url!r}: {e}") from None
         return cls(fs, root.rstrip("/") or "/", url.rstrip("/"))
 
+    @classmethod
+    def dataset(cls, url: str) -> "Location":
+        """An existing dataset directory; one clear line when there is none."""
+        loc = cls.parse(url)
+        if not loc.exists(""):
+            raise UserError(f"dataset {url!r} not found; pass the --output directory of a run")
+        return loc
+
     @property
     def is_local(self) -> bool:
         return "file" in _protocols(self.fs)

@@ -64,9 +64,7 @@ def write_preview(dataset: str, out: Path, task: str | int | None = None, per_ta
         specs = list(TASKS) if task is None else [task_spec(task)]
     except KeyError as err:
         raise UserError(f"--task: {err.args[0]}") from None
-    loc = Location.parse(dataset)
-    if not loc.exists(""):
-        raise UserError(f"dataset {dataset!r} not found; pass the --output directory of a run")
+    loc = Location.dataset(dataset)
     out = Path(out).resolve()
     manifest = read_manifest(loc).select(["key", "task", "shard", "members", "changed_labels"])
     counts = {c["values"]: c["counts"] for c in pc.value_counts(manifest.column("task")).to_pylist()}
