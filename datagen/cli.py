@@ -65,11 +65,12 @@ def stats(dataset: str = typer.Argument(..., help="dataset directory or URL")):
     """Print samples per task and, per stage, rows in/out and drops by reason."""
     from datagen.io.storage import Location
     from datagen.io.tables import compute_stats, read_stats
-    from datagen.pipeline.outcome import outcome_lines, run_outcome
+    from datagen.pipeline.outcome import outcome_lines, run_outcome, standing_failures
 
     loc = Location.dataset(dataset)
     saved = read_stats(loc) or {}
-    fresh = compute_stats(loc, saved.get("stages"), {k: v for k, v in saved.items() if k in ("smoke", "cost")})
+    fresh = compute_stats(loc, saved.get("stages"), {k: v for k, v in saved.items() if k in ("smoke", "cost")},
+                          failures=standing_failures(loc))
     outcome = run_outcome(loc)
     out = Console()
     if fresh.get("smoke"):

@@ -49,6 +49,14 @@ TASK_LABELS: dict[str, tuple[str, ...]] = {
 }
 
 
+def record_labels(task: str) -> tuple[str, ...]:
+    """Labels a task's sample record carries: those it derives from, and the judge's verdict on its
+    caption (the record's `verify`). A re-run of any of them rebuilds the sample and is listed in
+    its `changed_labels`."""
+    labels = TASK_LABELS[task]
+    return (*labels, "verify") if "caption" in labels else labels
+
+
 def dependents(stage: str) -> list[str]:
     """Stages that read part of `stage`'s label, directly or through another stage, in pipeline order."""
     out: set[str] = set()
@@ -72,4 +80,4 @@ def relabel_plan(requested: list[str]) -> list[str]:
 
 def tasks_depending_on(stages: list[str]) -> list[str]:
     """Tasks whose samples a re-run of any of `stages` may change."""
-    return [t for t, labels in TASK_LABELS.items() if set(labels) & set(stages)]
+    return [t for t in TASK_LABELS if set(record_labels(t)) & set(stages)]

@@ -55,10 +55,12 @@ def committed_shards(loc: Location) -> set[str]:
 
 
 def compute_stats(loc: Location, stage_counts: dict[str, dict[str, Any]] | None = None,
-                  extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Counts per task (from the manifest) and per stage (in, out, dropped by reason)."""
+                  extra: dict[str, Any] | None = None, failures: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Counts per task (from the manifest) and per stage (in, out, dropped by reason). `failures`:
+    the rows that count (outcome.standing_failures); by default the whole failures table."""
     manifest = read_manifest(loc).select(["task", "sample_bytes", "video_id"]).to_pydict()
-    failures = read_failures(loc).select(["stage", "reason"]).to_pydict()
+    rows = read_failures(loc).select(["stage", "reason"]).to_pylist() if failures is None else failures
+    failures = {"stage": [f["stage"] for f in rows], "reason": [f["reason"] for f in rows]}
     per_task = Counter(manifest["task"])
     # in/out come from the pipeline's counters; drops always from the failures table,
     # the one record that survives resumes.

@@ -16,24 +16,47 @@ from datagen.pipeline.progress import read_progress
 from schemas.reasons import REASONS, TRANSIENT
 
 
-def run_outcome(loc: Location) -> dict[str, Any]:
+def _tables(loc: Location) -> tuple[list[dict], list[dict]]:
     progress = read_progress(loc).select(["pair_key", "video_uri", "status", "reason"]).to_pylist()
     failures = read_failures(loc).select(["input_uri", "key", "stage", "reason"]).to_pylist()
+    return progress, failures
+
+
+def _judge(progress: list[dict], failures: list[dict]):
+    """Each failure row with what it means now: "pending" (transient, not settled), "dropped" (stands)
+    or None (history: a later run settled or made what failed)."""
     settled_pairs = {r["pair_key"] for r in progress if r["pair_key"]}
     settled_videos = {r["video_uri"] for r in progress}
+    made = {r["pair_key"] for r in progress if r["status"] == "done"}
+    for f in failures:
+        if REASONS.get(f["reason"]) == TRANSIENT:
+            # transient failures are of whole pairs (key: the pair key) or videos (no key)
+            settled = f["key"] in settled_pairs if f["key"] else f["input_uri"] in settled_videos
+            yield f, None if settled else "pending"
+        elif f["stage"] == "assemble":  # one sample of a pair that was made
+            yield f, "dropped"
+        else:  # a permanent drop of a pair or video, unless `--retry-failed` made it since
+            yield f, None if f["key"] and f["key"] in made else "dropped"
+
+
+def standing_failures(loc: Location) -> list[dict[str, Any]]:
+    """The failure rows that still count: pending retries and drops that stand. The log also
+    keeps rows of transient failures a later run fixed; those are history, not drops."""
+    return [f for f, now in _judge(*_tables(loc)) if now is not None]
+
+
+def run_outcome(loc: Location) -> dict[str, Any]:
+    progress, failures = _tables(loc)
     made = {r["pair_key"] for r in progress if r["status"] == "done"}
     pending: dict[str, str] = {}  # pair key or video URI -> reason
     dropped: dict[str, str] = {}  # sample key, pair key or video URI -> reason
     logged: dict[str, str] = {}  # the same -> reason, for progress rows written before they held one
-    for f in failures:
+    for f, now in _judge(progress, failures):
         entity = f["key"] or f["input_uri"]
         logged[entity] = f["reason"]
-        if REASONS.get(f["reason"]) == TRANSIENT:
-            # transient failures are of whole pairs (key: the pair key) or videos (no key)
-            settled = f["key"] in settled_pairs if f["key"] else f["input_uri"] in settled_videos
-            if not settled:
-                pending[entity] = f["reason"]
-        elif f["stage"] == "assemble":  # one sample of a pair that was made
+        if now == "pending":
+            pending[entity] = f["reason"]
+        elif now == "dropped" and f["stage"] == "assemble":
             dropped[entity] = f["reason"]
     for r in progress:
         entity = r["pair_key"] or r["video_uri"]

@@ -12,7 +12,7 @@ from typing import Any
 from datagen.io.pair_store import encode_pair
 from datagen.pipeline.relabel_steps import KEPT, RELABEL_JSON, RERUN
 from schemas import columns as C
-from schemas.labels import TASK_LABELS
+from schemas.labels import record_labels
 from schemas.sample import Provenance
 from schemas.tasks import TASK_BY_ID
 
@@ -41,7 +41,7 @@ def pair_record(row: dict[str, Any]) -> tuple[dict[str, bytes], dict[str, list[s
                "kept_old_label": json.loads(row.get(KEPT) or "[]")}
     new, before = set(made), set(old)
     changes = {"added": sorted(new - before), "removed": sorted(before - new),
-               "changed": sorted(k for k in new & before if set(TASK_LABELS[task_of(k)]) & set(rerun))}
+               "changed": sorted(k for k in new & before if set(record_labels(task_of(k))) & set(rerun))}
     return encode_pair(row, kept + made, history), changes
 
 
@@ -51,7 +51,7 @@ def label_changes(row: dict[str, Any], task: str) -> tuple[list[str], dict[str, 
     rel = _relabel(row)
     if rel is None:
         return [], {}
-    changed = [s for s in (row.get(RERUN) or []) if s in TASK_LABELS[task]]
+    changed = [s for s in (row.get(RERUN) or []) if s in record_labels(task)]
     return changed, {s: Provenance(**rel["old_labels"][s]) for s in changed if s in rel["old_labels"]}
 
 

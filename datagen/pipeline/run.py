@@ -21,10 +21,10 @@ from datagen import UserError, task_shares
 from datagen.config import to_dict
 from datagen.io.compact import TABLES, compact_dataset, finish_pending
 from datagen.io.storage import Location
-from datagen.io.tables import compute_stats, read_failures, write_stats
+from datagen.io.tables import compute_stats, write_stats
 from datagen.pipeline.config import PipelineConfig
 from datagen.pipeline.commit import clean_partial_writes
-from datagen.pipeline.outcome import run_outcome
+from datagen.pipeline.outcome import run_outcome, standing_failures
 from datagen.pipeline.progress import ResumeClient, ResumeState, read_progress
 from datagen.io.card import write_card
 from datagen.pipeline.progress_log import quiet_third_party_output, report_progress
@@ -241,10 +241,12 @@ def check_run_config(loc: Location, cfg: PipelineConfig) -> tuple[dict, bool]:
     return run, resumed
 
 
-def stage_yields(loc: Location, videos_in: int, labels: list[str]) -> dict[str, dict[str, Any]]:
-    """Rows in/out per stage, derived from the progress and failures tables (survives resumes)."""
+def stage_yields(loc: Location, videos_in: int, labels: list[str],
+                 standing: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Rows in/out per stage, derived from the progress table and the failures that still stand
+    (outcome.standing_failures): survives resumes, and a pair a rerun fixed is not a drop."""
     progress = read_progress(loc).select(["pair_key"]).to_pydict()["pair_key"]
-    failures = Counter(read_failures(loc).select(["stage"]).to_pydict()["stage"])
+    failures = Counter(f["stage"] for f in standing)
     pairs = sum(1 for k in progress if k)
     videos_failed = sum(failures[s] for s in ("ingest", "shots", "pairs"))
     out: dict[str, dict[str, Any]] = {
@@ -284,7 +286,8 @@ def run_pipeline(cfg: PipelineConfig, inputs: list[str], output: str, *, console
     init_ray(cfg, verbose)
     import ray
 
-    ray.data.DataContext.get_current().wait_for_min_actors_s = cfg.ray.actor_start_timeout_s  # no wait forever
+    ctx = ray.data.DataContext.get_current()
+    waited, ctx.wait_for_min_actors_s = ctx.wait_for_min_actors_s, cfg.ray.actor_start_timeout_s  # no wait forever
     listing = source_dataset(sources, cfg.ingest.resources.batch_size, **opts)
     ledger = ray.remote(num_cpus=0)(CostLedger).remote()
     ds = build_dataset(pinned, listing, resume := ResumeClient.start(output, reopen), ledger)
@@ -306,14 +309,18 @@ def run_pipeline(cfg: PipelineConfig, inputs: list[str], output: str, *, console
         if failure is None:
             raise
         raise failure from None  # its one-line message, not Ray's traceback
+    finally:
+        ctx.wait_for_min_actors_s = waited  # the process's Ray Data default again: a later Dataset is not ours
     videos_in = resume.summary()["videos_listed"]
     compact_dataset(loc)
     gpus_held = sum(resident(cfg.section(s).resources, "GPU") for s in cfg.model_stages)
     cost = summarize(ray.get(ledger.totals.remote()), sink.totals["samples"], time.time() - t0, gpus_held)
     shares = {"task_shares": task_shares.dataset_report(loc, cfg.assemble.task_shares)} if cfg.assemble.task_shares else {}
-    stats = compute_stats(loc, stage_yields(loc, videos_in, cfg.model_stages),
+    standing = standing_failures(loc)
+    stats = compute_stats(loc, stage_yields(loc, videos_in, cfg.model_stages, standing),
                           {"smoke": cfg.smoke, "config_fingerprint": run["fingerprint"], "attempts": run["attempts"],
-                           "outcome": run_outcome(loc), "cost": cost, "throughput": run_throughput(ds, pinned), **shares})
+                           "outcome": run_outcome(loc), "cost": cost, "throughput": run_throughput(ds, pinned), **shares},
+                          failures=standing)
     write_stats(loc, stats)
     write_card(loc, stats)
     return RunSummary(loc.url, stats, time.time() - t0, resumed)

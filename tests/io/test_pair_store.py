@@ -81,3 +81,7 @@ def test_caption_cascades_to_segment_and_its_tasks():
     assert set(tasks_depending_on(["segment"])) == {"multi_object_customization", "object_insertion",
                                                     "referring_segmentation"}
     assert "depth_estimation" not in tasks_depending_on(["caption", "segment"])
+    # a new judge alone re-scores every sample whose record carries a caption, and nothing else
+    assert relabel_plan(["verify"]) == ["verify"]
+    assert set(tasks_depending_on(["verify"])) == set(tasks_depending_on(["caption"]))
+    assert "edge_detection" not in tasks_depending_on(["verify"])

@@ -6,7 +6,8 @@ from typer.testing import CliRunner
 
 from datagen.cli import app
 from datagen.io.storage import Location
-from datagen.pipeline.outcome import run_outcome
+from datagen.io.tables import compute_stats
+from datagen.pipeline.outcome import run_outcome, standing_failures
 from tests.pipeline.test_sink_resume import assembled, write
 
 
@@ -16,6 +17,18 @@ def test_pending_until_a_later_run_settles_the_pair(tmp_path):
     assert run_outcome(loc) == {"committed_samples": 18, "pending_retry": {"backend_error": 1}, "dropped": {}}
     write(loc, assembled([1]), prefix="002abcd-00000-w0000000b-")  # the rerun, service healthy
     assert run_outcome(loc) == {"committed_samples": 27, "pending_retry": {}, "dropped": {}}
+
+
+def test_a_transient_failure_a_rerun_fixed_is_history_not_a_drop(tmp_path):
+    loc = Location.parse(str(tmp_path))
+    write(loc, assembled(range(3), failed_pair=1, reason="backend_error"), prefix="001abcd-00000-w0000000a-")
+    write(loc, assembled([4], failed_pair=4, reason="refusal"), prefix="001abcd-00001-w0000000a-")
+    assert sorted(f["reason"] for f in standing_failures(loc)) == ["backend_error", "refusal"]
+    write(loc, assembled([1]), prefix="002abcd-00000-w0000000b-")  # the rerun, service healthy
+    standing = standing_failures(loc)
+    assert [f["reason"] for f in standing] == ["refusal"]  # the log keeps both rows; one still counts
+    dropped = {st: v["dropped"] for st, v in compute_stats(loc, None, None, standing)["stages"].items()}
+    assert dropped == {"caption": {"refusal": 1}}, dropped
 
 
 def test_permanent_drops_count_until_retry_failed_makes_the_pair(tmp_path):

@@ -99,10 +99,10 @@ def test_caption_relabel_with_another_vlm_changes_only_caption_json(caption_v2, 
         assert tar_digests(out, task) == tar_digests(src, task)
     for row in read_manifest(Location.parse(str(out))).to_pylist():
         rebuilt = row["task"] in caption_tasks
-        # changed_labels names the labels a task derives from (schemas/labels.TASK_LABELS); the judge's
-        # verdict rides along with the caption, so its new provenance is in the record, not listed here
-        assert row["changed_labels"] == (["caption"] if rebuilt else [])
-        assert [p["model_id"] for p in row["previous_labels"]] == ([tiny_models["caption"]] if rebuilt else [])
+        # changed_labels names the labels a task's record carries (schemas/labels.record_labels): the
+        # caption, and the judge's verdict on it, re-scored because the caption changed
+        assert row["changed_labels"] == (["caption", "verify"] if rebuilt else [])
+        assert [p["model_id"] for p in row["previous_labels"]] == ([tiny_models["caption"]] * 2 if rebuilt else [])
         assert row["dataset_version"] == 2
     assert changes(Location.parse(str(out))) == {
         "added": [], "removed": [], "changed": sorted(k for k, s in after.items() if s.record.task in caption_tasks)}

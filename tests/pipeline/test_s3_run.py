@@ -49,6 +49,9 @@ def test_s3_run_fetches_each_video_once_puts_each_shard_once_and_leaks_no_secret
     for k, v in creds.items():
         monkeypatch.setenv(k, v)
     fsspec.config.conf.pop("s3", None)
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()  # an instance made earlier in this process holds another endpoint
     env = {**os.environ, "DATAGEN_FETCH_DIR": str(tmp_path / "fetch")}  # a cold node cache: nothing fetched before
     s3 = boto3.client("s3", endpoint_url=counting_s3, aws_access_key_id="test", aws_secret_access_key="test",
                       region_name="us-east-1")

@@ -28,7 +28,8 @@ def test_cost_per_accepted_sample_comes_from_the_stages_timers(reference_run):
     assert cost["samples"] == summary.stats["samples"] > 0
     for name in ("ingest", "shots", "pairs", "text", "safety", "caption", "verify", "segment", "depth", "edges", "assemble"):
         assert cost["stages"][name]["cpu_s"] > 0 and cost["stages"][name]["rows_in"] > 0, name
-    assert cost["cpu_s_per_sample"] == round(cost["cpu_s"] / cost["samples"], 4)
+    # cpu_s is rounded to 0.01 s in the card, the per-sample figure is computed before rounding
+    assert cost["cpu_s_per_sample"] == pytest.approx(cost["cpu_s"] / cost["samples"], abs=0.005 / cost["samples"] + 1e-4)
     assert cost["gpu_s"] == 0  # the CPU profile holds no GPU
 
 
