@@ -25,12 +25,20 @@ write task, or loses a node (or the driver) mid-write:
    writes its failures row but no progress row, so the next run retries the pair; a
    permanent one writes both (see schemas/reasons.py).
 
+5. A write task commits once. Before writing, a try of write task `task_idx` asks the
+   run's claims actor (`WriteClaims`, on the driver's node) which prefix holds the task.
+   If an earlier try holds it and that try's commit record exists, this try writes
+   nothing and returns that record's counts: Ray retries a task whose worker died after
+   its commit record and before returning (a lost node, an OOM kill), and a storage
+   error can hide a PUT that landed. Otherwise this try takes the claim and writes.
+
 The commit record is a single object PUT (or a rename of a complete local file), so it
 is atomic. Tested with one pair per block and per write, write workers SIGKILLed between
 their shards and their commit record, and the caption actor SIGKILLed mid-batch
 (tests/pipeline/test_faults.py); unit tests in tests/pipeline/test_sink_resume.py. Not covered: two runs writing the same output at once, and a worker that
 keeps writing after Ray declared it dead (a network partition): its late commit record
-could name pairs that the retry committed too.
+could name pairs that the retry committed too (the claim is taken before writing, so the
+retry has already started by then).
 """
 from __future__ import annotations
 
@@ -67,6 +75,59 @@ def write_prefix(attempt: str, task_idx: int) -> str:
     if not re.fullmatch(r"[0-9a-z]+", attempt):
         raise ValueError(f"run attempt id {attempt!r} must be lowercase letters and digits")
     return f"{attempt}-{task_idx:05d}-w{uuid.uuid4().hex[:8]}-"
+
+
+class WriteClaims:
+    """Which write prefix holds each write task of this run (point 5 above). A plain object:
+    run it as an actor with `start_write_claims`, or call it directly (no Ray)."""
+
+    def __init__(self):
+        self.holders: dict[int, str] = {}
+
+    def holder(self, task_idx: int) -> str | None:
+        return self.holders.get(task_idx)
+
+    def hold(self, task_idx: int, prefix: str) -> None:
+        self.holders[task_idx] = prefix
+
+
+class WriteClaimsClient:
+    """What a write task holds: the actor's handle, with WriteClaims' two questions."""
+
+    def __init__(self, handle):
+        self.handle = handle
+
+    def holder(self, task_idx: int) -> str | None:
+        import ray
+
+        return ray.get(self.handle.holder.remote(task_idx))
+
+    def hold(self, task_idx: int, prefix: str) -> None:
+        import ray
+
+        ray.get(self.handle.hold.remote(task_idx, prefix))
+
+
+def start_write_claims() -> WriteClaimsClient:
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    # pinned to the driver's node: a worker node that dies must not take the claims with it
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    return WriteClaimsClient(ray.remote(num_cpus=0, scheduling_strategy=here)(WriteClaims).remote())
+
+
+def committed_counts(loc: Location, prefix: str) -> dict[str, int] | None:
+    """The counts a committed write returned, from its commit record; None if it has none."""
+    import pyarrow.parquet as pq
+
+    rel = commit_record_path(prefix)
+    if not loc.exists(rel):
+        return None
+    rows = pq.read_table(pa.BufferReader(loc.read_bytes(rel)), columns=["status", "made"]).to_pylist()
+    done = [r for r in rows if r["status"] == "done"]
+    return {"pairs": len(done), "samples": sum(len(r["made"] or []) for r in done),
+            "dropped": len(rows) - len(done), "already_committed": 1}
 
 
 def commit_record_path(prefix: str) -> str:

@@ -32,7 +32,8 @@ from datagen.io.card import write_card
 from datagen.io.shards import FAILURES_DIR, SHARDS_DIR, manifest_part_path, write_parquet
 from datagen.io.storage import Location
 from datagen.io.tables import compute_stats, read_manifest, read_stats, write_stats
-from datagen.pipeline.commit import clean_partial_writes, committed_prefixes, write_commit_record, write_prefix
+from datagen.pipeline.commit import (clean_partial_writes, committed_prefixes, start_write_claims, write_commit_record,
+                                     write_prefix)
 from datagen.pipeline.config import PipelineConfig
 from datagen.pipeline.outcome import run_outcome
 from datagen.pipeline.progress import ResumeState, read_progress
@@ -205,7 +206,8 @@ def relabel(input_url: str, output_url: str, stages: list[str], cfg: PipelineCon
     ds = build_relabel_dataset(cfg, src, stages, plan, rebuilt, only_stale, frozenset(state.done_pairs))
     sink = DatasetSink(dst.url, cfg.write.limits, cfg.write.min_rows_per_write,
                        attempt=run["attempt"], storage_retries=cfg.write.storage_retries,
-                       storage_backoff_s=cfg.write.storage_backoff_s, dataset_version=version)
+                       storage_backoff_s=cfg.write.storage_backoff_s, dataset_version=version,
+                       claims=start_write_claims())
     ds.write_datasink(sink)
     clean_partial_writes(dst, run["attempt_ids"])  # attempts of write tasks Ray retried
     manifest = read_manifest(dst).select(["changed_labels"]).to_pydict()["changed_labels"]

@@ -23,7 +23,7 @@ from datagen.io.compact import TABLES, compact_dataset, finish_pending
 from datagen.io.storage import Location
 from datagen.io.tables import compute_stats, write_stats
 from datagen.pipeline.config import PipelineConfig
-from datagen.pipeline.commit import clean_partial_writes
+from datagen.pipeline.commit import clean_partial_writes, start_write_claims
 from datagen.pipeline.outcome import run_outcome, standing_failures
 from datagen.pipeline.progress import ResumeClient, ResumeState, read_progress
 from datagen.io.card import write_card
@@ -299,7 +299,8 @@ def run_pipeline(cfg: PipelineConfig, inputs: list[str], output: str, *, console
         console.print(f"datagen run: {len(sources)} source(s) -> {loc.url} ({what})", highlight=False)
     sink = DatasetSink(output, cfg.write.limits, cfg.write.min_rows_per_write,
                        attempt=run["attempt"],
-                       storage_retries=cfg.write.storage_retries, storage_backoff_s=cfg.write.storage_backoff_s)
+                       storage_retries=cfg.write.storage_retries, storage_backoff_s=cfg.write.storage_backoff_s,
+                       claims=start_write_claims())
     say = console and (lambda line: console.print(line, highlight=False))
     try:
         with report_progress(loc, lambda: resume.summary()["videos_listed"], say=say):

@@ -26,7 +26,7 @@ from datagen.io.negatives import negative_row, write_negatives
 from datagen.io.shards import DatasetWriter, ShardLimits
 from datagen.io.storage import Location
 from datagen.io.pair_store import PairStoreWriter
-from datagen.pipeline.commit import clean_partial_writes, write_commit_record, write_prefix
+from datagen.pipeline.commit import clean_partial_writes, committed_counts, write_commit_record, write_prefix
 from datagen.pipeline.pair_record import kept_label_failures, label_changes, pair_record
 from schemas import columns as C
 from schemas.members import pair_key
@@ -101,8 +101,10 @@ class DatasetSink(Datasink):
     """Ray Data sink: each write attempt writes its own files under a fresh prefix."""
 
     def __init__(self, url: str, limits: ShardLimits, min_rows_per_write: int, attempt: str,
-                 storage_retries: int = 4, storage_backoff_s: float = 2.0, dataset_version: int = 1):
+                 storage_retries: int = 4, storage_backoff_s: float = 2.0, dataset_version: int = 1,
+                 claims=None):
         self.url, self.limits = url, limits
+        self.claims = claims  # commit.WriteClaims(Client): None only where nothing retries a task (unit tests)
         self._min_rows = min_rows_per_write
         self.attempt = attempt  # the run attempt (recorded in run.json); each write adds its own token
         self.storage_retries, self.storage_backoff_s = storage_retries, storage_backoff_s
@@ -116,10 +118,15 @@ class DatasetSink(Datasink):
     def write(self, blocks, ctx) -> dict[str, Any]:
         loc = Location.parse(self.url)
         tables = [BlockAccessor.for_block(b).to_arrow() for b in blocks]  # held: a retry writes them again
-        attempt = 0
+        attempt, prefix = 0, self.claims.holder(ctx.task_idx) if self.claims else None
         while True:
             try:
+                done = committed_counts(loc, prefix) if prefix else None
+                if done is not None:  # an earlier try of this task committed (see commit.py, point 5)
+                    return done
                 prefix = write_prefix(self.attempt, ctx.task_idx)
+                if self.claims:
+                    self.claims.hold(ctx.task_idx, prefix)
                 return write_rows(loc, self.rows_of(tables), prefix=prefix, limits=self.limits,
                                   dataset_version=self.dataset_version)
             except Exception as e:

@@ -139,6 +139,39 @@ def test_retried_write_task_commits_once(tmp_path, monkeypatch):
     assert len(keys) == len(set(keys)) == 18 and validate(loc).ok
 
 
+def test_a_retry_of_a_task_that_had_committed_writes_nothing(tmp_path, monkeypatch):
+    """The worker dies after its commit record, before returning (its node is lost): Ray
+    retries the task, which finds the claim's record and returns its counts."""
+    from types import SimpleNamespace
+
+    import pyarrow as pa
+
+    from datagen.pipeline import sink as sink_mod
+    from datagen.pipeline.commit import WriteClaims
+
+    loc = Location.parse(str(tmp_path))
+    sink = _sink(tmp_path, claims=WriteClaims())
+    block = pa.Table.from_pylist(assembled(range(2)))
+    real = sink_mod.write_rows
+
+    def commit_then_die(*a, **k):
+        real(*a, **k)
+        raise KeyboardInterrupt("worker died after committing")
+
+    monkeypatch.setattr(sink_mod, "write_rows", commit_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        sink.write([block], SimpleNamespace(task_idx=3))
+    monkeypatch.undo()
+    files = sorted(p.name for p in tmp_path.rglob("*") if p.is_file())
+    counts = sink.write([block], SimpleNamespace(task_idx=3))  # the retry
+    assert counts["samples"] == 18 and counts["pairs"] == 2 and counts["already_committed"] == 1
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == files  # wrote nothing
+    other = sink.write([pa.Table.from_pylist(assembled(range(2, 4)))], SimpleNamespace(task_idx=4))
+    assert "already_committed" not in other  # another task is not mistaken for it
+    keys = keys_of(loc)
+    assert len(keys) == len(set(keys)) == 36 and validate(loc).ok
+
+
 def test_storage_error_retries_the_attempt_and_a_full_disk_stops_at_once(tmp_path, monkeypatch):
     import errno
     from types import SimpleNamespace
