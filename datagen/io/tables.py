@@ -60,14 +60,13 @@ def compute_stats(loc: Location, stage_counts: dict[str, dict[str, Any]] | None 
     the rows that count (outcome.standing_failures); by default the whole failures table."""
     manifest = read_manifest(loc).select(["task", "sample_bytes", "video_id"]).to_pydict()
     rows = read_failures(loc).select(["stage", "reason"]).to_pylist() if failures is None else failures
-    failures = {"stage": [f["stage"] for f in rows], "reason": [f["reason"] for f in rows]}
     per_task = Counter(manifest["task"])
     # in/out come from the pipeline's counters; drops always from the failures table,
     # the one record that survives resumes.
     stages: dict[str, dict[str, Any]] = {k: {**v, "dropped": {}} for k, v in (stage_counts or {}).items()}
-    for stage, reason in zip(failures["stage"], failures["reason"]):
-        dropped = stages.setdefault(stage, {"dropped": {}})["dropped"]
-        dropped[reason] = dropped.get(reason, 0) + 1
+    for f in rows:
+        dropped = stages.setdefault(f["stage"], {"dropped": {}})["dropped"]
+        dropped[f["reason"]] = dropped.get(f["reason"], 0) + 1
     for st in stages.values():  # the share of its input a stage (or filter) lets through
         if st.get("in") and "out" in st:
             st["survival"] = round(st["out"] / st["in"], 4)
@@ -76,7 +75,7 @@ def compute_stats(loc: Location, stage_counts: dict[str, dict[str, Any]] | None 
         "bytes": int(sum(manifest["sample_bytes"])),
         "videos_with_samples": len(set(manifest["video_id"])),
         "tasks": {t.name: per_task.get(t.name, 0) for t in TASKS if per_task.get(t.name)},
-        "failures": len(failures["stage"]),
+        "failures": len(rows),
         "stages": stages,
         **(extra or {}),
     }
