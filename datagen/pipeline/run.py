@@ -12,6 +12,7 @@ import os
 import time
 import uuid
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -270,6 +271,21 @@ def permanent_reasons(names: list[str]) -> frozenset[str]:
     return frozenset(names)
 
 
+@contextmanager
+def actor_start_bound(timeout_s: float):
+    """Ray Data waits at most `timeout_s` for an operator's actors to start, for the Datasets made
+    inside (each snapshots the process's DataContext when made); the process's value after, for the
+    Datasets of whatever runs next in this process."""
+    import ray
+
+    ctx = ray.data.DataContext.get_current()
+    waited, ctx.wait_for_min_actors_s = ctx.wait_for_min_actors_s, timeout_s
+    try:
+        yield
+    finally:
+        ctx.wait_for_min_actors_s = waited
+
+
 def run_pipeline(cfg: PipelineConfig, inputs: list[str], output: str, *, console=None,
                  retry_failed: list[str] = (), verbose: bool = True) -> RunSummary:
     t0 = time.time()
@@ -286,32 +302,29 @@ def run_pipeline(cfg: PipelineConfig, inputs: list[str], output: str, *, console
     init_ray(cfg, verbose)
     import ray
 
-    ctx = ray.data.DataContext.get_current()
-    waited, ctx.wait_for_min_actors_s = ctx.wait_for_min_actors_s, cfg.ray.actor_start_timeout_s  # no wait forever
-    listing = source_dataset(sources, cfg.ingest.resources.batch_size, **opts)
-    ledger = ray.remote(num_cpus=0)(CostLedger).remote()
-    ds = build_dataset(pinned, listing, resume := ResumeClient.start(output, reopen), ledger)
-    if console:
-        done = resume.summary()
-        what = f"resuming (attempt {run['attempts']}): {done['pairs_done']} pairs and " \
-               f"{done['samples_committed']} samples already committed, {len(removed)} partial files removed" \
-            if resumed else "new run"
-        console.print(f"datagen run: {len(sources)} source(s) -> {loc.url} ({what})", highlight=False)
-    sink = DatasetSink(output, cfg.write.limits, cfg.write.min_rows_per_write,
-                       attempt=run["attempt"],
-                       storage_retries=cfg.write.storage_retries, storage_backoff_s=cfg.write.storage_backoff_s,
-                       claims=start_write_claims())
-    say = console and (lambda line: console.print(line, highlight=False))
-    try:
-        with report_progress(loc, lambda: resume.summary()["videos_listed"], say=say):
-            ds.write_datasink(sink)
-    except Exception as e:
-        failure = why_run_stopped(e, cfg, {cls.__name__: stage for stage, cls in MODEL_STAGES.items()})
-        if failure is None:
-            raise
-        raise failure from None  # its one-line message, not Ray's traceback
-    finally:
-        ctx.wait_for_min_actors_s = waited  # the process's Ray Data default again: a later Dataset is not ours
+    with actor_start_bound(cfg.ray.actor_start_timeout_s):  # no wait forever; the process default after
+        listing = source_dataset(sources, cfg.ingest.resources.batch_size, **opts)
+        ledger = ray.remote(num_cpus=0)(CostLedger).remote()
+        ds = build_dataset(pinned, listing, resume := ResumeClient.start(output, reopen), ledger)
+        if console:
+            done = resume.summary()
+            what = f"resuming (attempt {run['attempts']}): {done['pairs_done']} pairs and " \
+                   f"{done['samples_committed']} samples already committed, {len(removed)} partial files removed" \
+                if resumed else "new run"
+            console.print(f"datagen run: {len(sources)} source(s) -> {loc.url} ({what})", highlight=False)
+        sink = DatasetSink(output, cfg.write.limits, cfg.write.min_rows_per_write,
+                           attempt=run["attempt"],
+                           storage_retries=cfg.write.storage_retries, storage_backoff_s=cfg.write.storage_backoff_s,
+                           claims=start_write_claims())
+        say = console and (lambda line: console.print(line, highlight=False))
+        try:
+            with report_progress(loc, lambda: resume.summary()["videos_listed"], say=say):
+                ds.write_datasink(sink)
+        except Exception as e:
+            failure = why_run_stopped(e, cfg, {cls.__name__: stage for stage, cls in MODEL_STAGES.items()})
+            if failure is None:
+                raise
+            raise failure from None  # its one-line message, not Ray's traceback
     videos_in = resume.summary()["videos_listed"]
     compact_dataset(loc)
     gpus_held = sum(resident(cfg.section(s).resources, "GPU") for s in cfg.model_stages)
