@@ -38,7 +38,8 @@ from datagen.pipeline.config import PipelineConfig
 from datagen.pipeline.outcome import run_outcome
 from datagen.pipeline.progress import ResumeState, read_progress
 from datagen.pipeline.relabel_steps import RelabelStep, load_pairs
-from datagen.pipeline.run import CONFIG_FILE, MODEL_STAGES, RUN_FILE, _cpu_stage, _map_kwargs, init_ray
+from datagen.pipeline.run import (CONFIG_FILE, MODEL_STAGES, RUN_FILE, _cpu_stage, _map_kwargs, actor_start_bound,
+                                  init_ray)
 from datagen.pipeline.sink import DatasetSink
 from datagen.pipeline.sizing import plan_compute
 from schemas.labels import LABEL_STAGES, relabel_plan, tasks_depending_on
@@ -203,12 +204,13 @@ def relabel(input_url: str, output_url: str, stages: list[str], cfg: PipelineCon
                          f"{len(removed)} partial files removed" if resumed else ""), highlight=False)
     copied = copy_unchanged(src, dst, unchanged, version)
     init_ray(cfg)
-    ds = build_relabel_dataset(cfg, src, stages, plan, rebuilt, only_stale, frozenset(state.done_pairs))
-    sink = DatasetSink(dst.url, cfg.write.limits, cfg.write.min_rows_per_write,
-                       attempt=run["attempt"], storage_retries=cfg.write.storage_retries,
-                       storage_backoff_s=cfg.write.storage_backoff_s, dataset_version=version,
-                       claims=start_write_claims())
-    ds.write_datasink(sink)
+    with actor_start_bound(cfg.ray.actor_start_timeout_s):  # a model that never loads ends the job
+        ds = build_relabel_dataset(cfg, src, stages, plan, rebuilt, only_stale, frozenset(state.done_pairs))
+        sink = DatasetSink(dst.url, cfg.write.limits, cfg.write.min_rows_per_write,
+                           attempt=run["attempt"], storage_retries=cfg.write.storage_retries,
+                           storage_backoff_s=cfg.write.storage_backoff_s, dataset_version=version,
+                           claims=start_write_claims())
+        ds.write_datasink(sink)
     clean_partial_writes(dst, run["attempt_ids"])  # attempts of write tasks Ray retried
     manifest = read_manifest(dst).select(["changed_labels"]).to_pydict()["changed_labels"]
     changed = Counter(s for labels in manifest for s in labels)
