@@ -189,7 +189,8 @@ def preview(
     task: Optional[str] = typer.Option(None, help="only this task (id or name)"),
     per_task: int = typer.Option(24, "--per-task", help="samples shown per task, spread over the task"),
 ):
-    """Write an HTML page: a grid of samples per task (thumbnails link to full images), failures by reason."""
+    """Write an HTML page: a grid of samples per task (thumbnails link to full images), failures by reason,
+    and the pairs the judge rejected with its verdicts."""
     from datagen.preview import write_preview
 
     summary = write_preview(dataset, out, task=task, per_task=per_task)
@@ -197,7 +198,8 @@ def preview(
         console.print(f"[bold yellow]warning:[/] {note}", highlight=False)
     smoke = " (SMOKE dataset: tiny random models)" if summary.smoke else ""
     console.print(f"wrote {summary.path} (full images in {summary.files_dir}/): {sum(summary.shown.values())} of "
-                  f"{summary.samples_in_dataset} samples, {summary.failures} failure rows{smoke}", highlight=False)
+                  f"{summary.samples_in_dataset} samples, {summary.failures} failure rows, "
+                  f"{summary.rejected_shown} of {summary.rejected} rejected pairs{smoke}", highlight=False)
 
 
 @app.command()

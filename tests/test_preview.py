@@ -14,6 +14,8 @@ from typer.testing import CliRunner
 
 from datagen import UserError
 from datagen.cli import app
+from datagen.media import encode_image
+from datagen.io.negatives import write_negatives
 from datagen.io.shards import DatasetWriter
 from datagen.io.storage import Location
 from datagen.io.synthetic import make_sample
@@ -78,7 +80,40 @@ def dataset(tmp_path_factory):
         w.add_failure(input_uri="file:///v/a.mp4", video_id="a", key="a_s0000_p0000", stage="caption",
                       reason="invalid_json", detail="expected '}'")
     write_stats(Location.parse(str(root)), {"smoke": True, "stages": {"ingest": {"in": 3, "out": 2}}})
+    write_negatives(Location.parse(str(root)), [negative(i) for i in range(3)], prefix="001a-00000-w0000000a-")
     return root
+
+
+def negative(i: int) -> dict:
+    """A pair the judge rejected, as the sink writes it (datagen/io/negatives.py)."""
+    rng = np.random.default_rng(i)
+    frame = lambda: encode_image(rng.integers(0, 255, (60, 80, 3), dtype=np.uint8))  # noqa: E731
+    verdict = {"score": 1 + i % 2, "plausible": i != 2, "failing_parts": ["the sky is not red"]}
+    return {"pair_key": f"rej{i}_s0000_p0000", "video_uri": "file:///v/rej.mp4", "video_id": f"rej{i}", "shot": 0,
+            "pair": 0, "frame_a": 0, "frame_b": 12, "t_a_s": 0.0, "t_b_s": 0.5,
+            "instruction": HOSTILE if i == 0 else f"make the sky red {i}", "caption_json": "{}",
+            "score": verdict["score"], "verdict_json": json.dumps(verdict),
+            "judge_json": json.dumps({"model_id": "tiny-judge"}), "width": 80, "height": 60,
+            "image_a": frame(), "image_b": frame()}
+
+
+def test_rejected_pairs_show_frames_instruction_and_verdict(page):
+    _, text, summary = page
+    assert summary.rejected == summary.rejected_shown == 3
+    section = text[text.index('<section id="rejected">'):]
+    assert section.count('<article class="sample rejected"') == 3
+    assert section.count("<img ") == 6  # A and B of each
+    assert "judge 1/5 · fails: the sky is not red" in section and "judge 2/5" in section
+    assert "implausible" in section and HOSTILE not in section  # the instruction is escaped like any prompt
+    assert '<a href="#rejected">3 pairs rejected by the judge</a>' in text
+
+
+def test_rejected_pairs_are_spread_and_bounded_by_per_task(dataset, tmp_path):
+    summary = write_preview(str(dataset), tmp_path / "p.html", per_task=2)
+    assert (summary.rejected, summary.rejected_shown) == (3, 2)
+    again = write_preview(str(dataset), tmp_path / "q.html", per_task=2)
+    pick = lambda p: [line for line in p.read_text().split("<article") if "rejected-" in line]  # noqa: E731
+    assert [x[:80] for x in pick(tmp_path / "p.html")] == [x[:80] for x in pick(again.path)]  # the same choice
 
 
 @pytest.fixture(scope="module")
@@ -293,14 +328,18 @@ GRID_COLUMNS_JS = """(() => { const s = document.querySelector('#task-instructio
   const tops = [...s.querySelectorAll('article')].map(a => a.offsetTop);
   return tops.filter(t => t === tops[0]).length; })()"""
 FOLDED_JS = "[...document.querySelectorAll('details')].filter(d => d.open).length"
+REJECTED_JS = """[...document.querySelectorAll('#rejected article')].filter(a => a.offsetHeight > 0
+  && [...a.querySelectorAll('img')].every(i => i.complete && i.naturalWidth > 0)).length"""
 
 
 @needs_chromium
 def test_chromium_shows_the_cards_as_a_grid_with_facts_folded(page):
     path, _, _ = page
-    shown = render(path.as_uri(), probes={"columns": GRID_COLUMNS_JS, "open_details": FOLDED_JS})
+    shown = render(path.as_uri(), probes={"columns": GRID_COLUMNS_JS, "open_details": FOLDED_JS,
+                                          "rejected": REJECTED_JS})
     assert shown.values["columns"] == 3  # the three edit cards share one row at 1280 px
     assert shown.values["open_details"] == 0
+    assert shown.values["rejected"] == 3  # the judge's rejects, on screen with both frames decoded
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import uuid
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from datagen.io.shards import write_parquet
@@ -45,8 +46,11 @@ def write_negatives(loc: Location, rows: list[dict[str, Any]], prefix: str) -> N
                       pa.Table.from_pylist(rows, schema=NEGATIVES_SCHEMA))
 
 
-def read_negatives(loc: Location, columns: list[str] | None = None) -> pa.Table:
+def read_negatives(loc: Location, columns: list[str] | None = None, pair_keys: list[str] | None = None) -> pa.Table:
+    """The table, or only the rows of `pair_keys` (their frames are the bulk: read just those)."""
     files = [loc.path(p) for p in loc.glob(f"{NEGATIVES_DIR}/*.parquet")]
     if not files:
         return NEGATIVES_SCHEMA.empty_table().select(columns or NEGATIVES_SCHEMA.names)
-    return pads.dataset(files, schema=NEGATIVES_SCHEMA, format="parquet", filesystem=loc.fs).to_table(columns=columns)
+    only = None if pair_keys is None else pc.field("pair_key").isin(pa.array(pair_keys, pa.string()))
+    return pads.dataset(files, schema=NEGATIVES_SCHEMA, format="parquet", filesystem=loc.fs).to_table(
+        columns=columns, filter=only)

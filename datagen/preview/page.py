@@ -1,4 +1,5 @@
-"""`datagen preview`: one HTML page per dataset: a compact grid per task, failures by reason.
+"""`datagen preview`: one HTML page per dataset: a compact grid per task, failures by reason,
+and the pairs the judge rejected (the negatives table) with its score and reasons.
 
 Each sample is one small card: its input images, an arrow, its target (an edit reads
 A → B), the base prompt (the instruction for edits) and, folded away, its measured facts,
@@ -12,6 +13,7 @@ were missed somewhere.
 """
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import tarfile
@@ -23,6 +25,7 @@ import pyarrow.compute as pc
 from PIL import Image
 
 from datagen import UserError
+from datagen.io.negatives import read_negatives
 from datagen.io.storage import Location
 from datagen.io.tables import read_failures, read_manifest, read_stats
 from datagen.preview.images import data_uri, full_image, overlay_mask, viewable
@@ -50,6 +53,8 @@ class PreviewSummary:
     failures: int = 0
     smoke: bool = False
     read_errors: list[str] = field(default_factory=list)
+    rejected: int = 0  # pairs the judge rejected (negatives table)
+    rejected_shown: int = 0
 
 
 def e(value: Any) -> str:
@@ -77,14 +82,17 @@ def write_preview(dataset: str, out: Path, task: str | int | None = None, per_ta
     groups = failure_groups(failures)
     sections = [_task_section(loc, spec, per_task, manifest, counts.get(spec.name, 0), relabelled, summary)
                 for spec in specs]
+    rejected = _rejected_section(loc, per_task, summary) if task is None else ""  # pairs: of no one task
     body = [
         f"<header><h1>datagen preview</h1><p>dataset <code>{e(dataset)}</code>: "
-        f"{summary.samples_in_dataset} samples, {summary.failures} failure rows</p></header>",
+        f"{summary.samples_in_dataset} samples, {summary.failures} failure rows, "
+        f'<a href="#rejected">{summary.rejected} pairs rejected by the judge</a></p></header>',
         f'<div class="smoke">{e(SMOKE_BANNER)}; do not train on them</div>' if summary.smoke else "",
         _counts_table(counts, summary.shown, specs),
         _stages_table(stats.get("stages") or {}, groups),
         _failures_section(groups, failures.num_rows),
         *sections,
+        rejected,
     ]
     page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
             f'<meta http-equiv="Content-Security-Policy" content="{CSP}"><link rel="icon" href="data:,">'
@@ -154,6 +162,46 @@ def _verdict(verdict: Any) -> str:
     plausible = "" if verdict.get("plausible", True) else " · implausible"
     return (f'<p class="verdict">judge {e(_text(verdict["score"]))}/5{plausible}'
             + (f" · fails: {e(fails)}" if fails else "") + "</p>")
+
+
+def _rejected_section(loc: Location, per_task: int, summary: PreviewSummary) -> str:
+    """Up to `per_task` pairs the judge rejected, spread over the table by a hash of their keys (the
+    same page for the same dataset): frames A → B, the instruction, the score and the failing parts."""
+    keys = read_negatives(loc, ["pair_key"]).column("pair_key").to_pylist()
+    summary.rejected = len(keys)
+    head = '<section id="rejected"><h2>rejected by the judge</h2>'
+    if not keys:
+        return head + "<p>none (no judge, or it accepted every pair)</p></section>"
+    chosen = sorted(keys, key=lambda k: hashlib.sha1(k.encode()).digest())[:per_task]
+    rows = sorted(read_negatives(loc, pair_keys=chosen).to_pylist(), key=lambda r: r["pair_key"])
+    cards = [_rejected_card(r) for r in rows]
+    summary.rejected_shown = len(cards)
+    info = (f"<p>{len(cards)} of {len(keys)} rejected pairs shown; all of them, with their frames and "
+            f"verdicts: negatives/*.parquet</p>")
+    style = f"grid-template-columns:repeat(auto-fill,minmax({2 * CARD_IMAGE_PX + 48}px,1fr))"
+    return head + info + f'<div class="grid" style="{style}">' + "".join(cards) + "</div></section>"
+
+
+def _rejected_card(r: dict[str, Any]) -> str:
+    figures = []
+    for role, member in (("A", "image_a"), ("B", "image_b")):
+        try:
+            figures.append(_figure(data_uri(viewable(r[member], ImageKind.rgb), ImageKind.rgb), role, "", None, member))
+        except _READ_ERRORS as err:
+            figures.append(f'<figure class="broken"><p class="error">cannot decode {member}: '
+                           f"{e(type(err).__name__)}: {e(err)}</p><figcaption>{role}</figcaption></figure>")
+    try:
+        verdict = json.loads(r["verdict_json"] or "{}")
+    except ValueError:
+        verdict = {"score": r["score"]}
+    source = " · ".join(f"{k} {e(_text(r[k]))}" for k in ("video_uri", "shot", "pair", "t_a_s", "t_b_s")
+                        if r.get(k) is not None)
+    return (f'<article class="sample rejected" id="rejected-{e(r["pair_key"])}">'
+            f'<div class="images">{figures[0]}<span class="arrow">→</span>{figures[1]}</div>'
+            f'<p class="base" title="{e(r["instruction"] or "")}">{e(r["instruction"] or "")}</p>'
+            f"{_verdict(verdict)}<details><summary>verdict</summary>"
+            f'<p class="key">{e(r["pair_key"])}</p><p class="source">{source}</p>'
+            f'<p>{e(_text(verdict))}</p><p>judge {e(r["judge_json"] or "")}</p></details></article>')
 
 
 def _overlay(refs: list[dict], shown: dict) -> str:
