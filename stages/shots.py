@@ -10,8 +10,8 @@ Output columns: `shots_json` = {"cuts": [frame...], "shots": [{shot, start_frame
 end_frame, start_s, end_s, fade_in, fade_out}], "transitions": [[first, last]...],
 "unusable": {frame: black|blown|transient|fade|transition}, "brightness": {frame: 0-1},
 "decoded_frames": n, "detector": {model, ...provenance}}; `scan_arrays` (bytes, see pack_arrays:
-grid_index, grid_images, step_index, step_change, step_back (the cut signal of every decoded
-frame, for the pairs' continuity check), and kept_index, kept_pixels, kept_format, kept_size, kept_colorspace,
+grid_index, grid_images, step_index, step_change, step_back, step_shift (the cut signal and content shift of every
+decoded frame, for the pairs' continuity and camera-path checks), and kept_index, kept_pixels, kept_format, kept_size, kept_colorspace,
 kept_color_range for the kept copies).
 """
 from __future__ import annotations
@@ -105,6 +105,8 @@ def _scan_bytes(seen: Scan, steps: FrameSteps | None) -> bytes:
     arrays = dict(grid_index=seen.grid_index, grid_images=np.stack(seen.grid_images))
     if steps is not None:  # the cut signal of every decoded frame: the pairs' continuity check reads it
         arrays.update(step_index=steps.index, step_change=steps.change, step_back=steps.back)
+        if steps.shift is not None:
+            arrays.update(step_shift=steps.shift)
     if seen.net_frames is not None:  # for the TransNetV2 stage, which drops them (and the thumbnails) again
         arrays.update(net_frames=seen.net_frames, thumbs=seen.thumbs)
     if kept and len({(seen.kept[i].format, seen.kept[i].pixels.shape) for i in kept}) == 1:
@@ -144,7 +146,7 @@ def load_shots(row: dict[str, Any]) -> tuple[Shots, np.ndarray, list[np.ndarray]
                   transitions=[tuple(t) for t in data.get("transitions", [])])
     z = unpack_arrays(row[SCAN])
     if "step_index" in z:
-        shots.steps = FrameSteps(z["step_index"], z["step_change"], z["step_back"])
+        shots.steps = FrameSteps(z["step_index"], z["step_change"], z["step_back"], z.get("step_shift"))
     kept = {}
     if "kept_index" in z:
         fmt, size = str(z["kept_format"]), tuple(int(v) for v in z["kept_size"])

@@ -23,6 +23,8 @@ from typing import Callable
 
 import numpy as np
 
+from datagen.video.motion import frame_shifts
+
 
 GRADUAL_SHRINK = 2  # the gradual test reads 32x24 averages of the 64x48 thumbnails (16x12 lets moving shots pass)
 
@@ -71,6 +73,9 @@ class FrameSteps:
     index: np.ndarray  # int64 (n,) decoded frames
     change: np.ndarray  # float32 (n,): change from the previous decoded frame (0 for the first)
     back: np.ndarray  # float32 (n,): change from the previous to the next decoded frame (low: a flash at this one)
+    # float32 (n, 2): content shift from the previous decoded frame, fractions of the diagonal
+    # (motion.frame_shifts): the camera's path between two grid frames. None in older rows.
+    shift: np.ndarray | None = None
 
 
 @dataclass
@@ -185,7 +190,8 @@ def detect(index: np.ndarray, thumbs: np.ndarray, times_s: np.ndarray, cfg: CutC
     cuts = [c for c in cuts if any(s.start_frame == c for s in shots)]
     return Shots(shots=shots, cuts=cuts, unusable={int(index[k]): str(status[k]) for k in range(n) if status[k] != "ok"},
                  brightness={int(index[k]): float(bright[k]) for k in range(n)}, transitions=transitions,
-                 steps=FrameSteps(index.astype(np.int64), d.astype(np.float32), back.astype(np.float32)))
+                 steps=FrameSteps(index.astype(np.int64), d.astype(np.float32), back.astype(np.float32),
+                                  frame_shifts(thumbs)))
 
 
 def _gradual(index: np.ndarray, thumbs: np.ndarray, status: np.ndarray, cfg: CutConfig) -> list[tuple[int, int]]:

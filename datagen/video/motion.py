@@ -5,7 +5,10 @@ it with RANSAC is the camera (pan, tilt, zoom), fitted to the background since R
 moving objects out: below the motion bounds the camera is still whatever the share of
 inliers; a real motion that most of the picture agrees with is a pan/tilt/zoom; what the
 transform does not explain is object motion. A camera whose steps between A and B go back
-and forth (handheld shake) is irregular however small its net motion (pairing.py). Blur is the
+and forth (handheld shake) is irregular however small its net motion (pairing.py): that path is
+measured between every two decoded frames (`frame_shifts`, phase correlation of the scan's
+thumbnails), since a sway of about a second between grid frames half a second apart looks like
+a still camera or a slow tilt. Blur is the
 variance of the Laplacian. Magnitudes are fractions of the image diagonal so they do not
 depend on the analysis resolution.
 """
@@ -25,6 +28,28 @@ class MotionConfig:
     camera_min_shift: float = 0.01  # 1% of the diagonal (~1.5 px at 128 px) is the smallest pan we call one
     camera_min_zoom: float = 0.02  # 2% scale change between the frames is a zoom
     object_px: float = 1.0  # residual motion above 1 px at 128 px counts as a moving pixel
+
+
+def frame_shifts(thumbs: np.ndarray, dead_zone_px: float = 0.1) -> np.ndarray:
+    """(n, 2) float32: the shift of each thumbnail's content from the one before (0 for the first),
+    fractions of the thumbnail's diagonal, by phase correlation (~30 us a 64x48 pair). Shifts under
+    `dead_zone_px` (the estimate's noise on a still picture, ~0.05 px) count as 0, so a still
+    camera's path sums to 0 rather than to its noise."""
+    n = len(thumbs)
+    out = np.zeros((n, 2), np.float32)
+    if n < 2:
+        return out
+    h, w = thumbs.shape[1:3]
+    window = cv2.createHanningWindow((w, h), cv2.CV_32F)
+    diag = float(np.hypot(w, h))
+    prev = thumbs[0].astype(np.float32)
+    for i in range(1, n):
+        cur = thumbs[i].astype(np.float32)
+        (dx, dy), _ = cv2.phaseCorrelate(prev, cur, window)
+        if np.hypot(dx, dy) >= dead_zone_px:
+            out[i] = (dx / diag, dy / diag)
+        prev = cur
+    return out
 
 
 def blur_score(img: np.ndarray) -> float:

@@ -136,6 +136,8 @@ def probe(path: str, limits: ProbeLimits = ProbeLimits()) -> ProbeInfo:
             raise VideoError("absurd_dimensions", f"{width}x{height} (limits: sides up to "
                              f"{limits.max_side_px} px, aspect <= {limits.max_aspect})")
         pts, keys = _frame_table(container, stream)
+        if not len(pts):  # a video stream with a decoder but no packet to read: its index is damaged
+            raise VideoError("corrupt", f"the {width}x{height} video stream lists no readable frame (damaged index)")
         if len(pts) < limits.min_frames:
             raise VideoError("too_short", f"{len(pts)} frame(s); a pair needs at least {limits.min_frames}")
         tb = float(stream.time_base)

@@ -21,6 +21,9 @@ CLIPS = {  # (expected class, segment): content sliding left is the camera panni
     # drop near or under half, which used to read as "the camera moves irregularly"
     "big_object": ("static", Segment("object", 72, speed_px=1.5, seed=5, object_frac=0.8)),  # (no wrap round)
     "big_object_slow": ("static", Segment("object", 72, speed_px=1.5, seed=6, object_frac=0.55)),
+    # a handheld camera swaying back and forth: small net motion between A and B, a long path
+    # through the frames between them (pairing.py's shake check)
+    "handheld": ("complex", Segment("shake", 72, speed_px=4, seed=7)),
 }
 
 
@@ -51,3 +54,8 @@ def test_a_still_camera_with_a_large_moving_object_is_static_whatever_the_inlier
     facts = camera_rows["big_object"]
     assert all(f["camera_motion"] == "static" and f["object_motion_area"] > 0.1 for f in facts), facts
     assert min(f["camera_inliers"] for f in facts) < 0.5  # under the old "complex" bound, yet the camera is still
+
+
+def test_a_handheld_sway_is_complex_not_static_or_a_pan(camera_rows):
+    facts = camera_rows["handheld"]
+    assert facts and all(f["camera_motion"] == "complex" for f in facts), [f["camera_motion"] for f in facts]
