@@ -6,7 +6,10 @@ that run `__init__` once per actor; CPU stages likewise, with more concurrency);
 tests call the very same object on a plain dict.
 
 Rows already marked failed pass through untouched; a stage marks the rows it cannot
-handle with a reason instead of dropping or raising, so nothing is silently lost.
+handle with a reason instead of dropping or raising, so nothing is silently lost. A model
+stage may opt in to retrying, inside the run and with backoff, the rows its model failed on
+(`model_error`: a CUDA or ONNX Runtime error that the next call may not meet); a row that
+still fails is left for the next run, which retries every transient failure.
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Mapping, Sequence, TypeVar
 
 from datagen.io.faults import is_out_of_memory, is_storage_error
-from schemas.columns import FAILED_STAGE, FAILURE_COLUMNS, batch_to_rows, is_failure_mark, rows_to_batch
+from schemas.columns import FAILED_REASON, FAILED_STAGE, FAILURE_COLUMNS, batch_to_rows, is_failure_mark, rows_to_batch
 
 T = TypeVar("T")
 
@@ -54,6 +57,11 @@ class Stage:
 
     name: ClassVar[str] = "stage"
     last_cost: BatchCost = BatchCost()  # the stage's own timer, read by the runner after each call
+    # In-run retries of rows that failed here with a reason in RETRIED_IN_RUN, each after
+    # `retry_backoff_s x 2^attempt`. 0 by default: the caption and judge clients retry their
+    # service themselves, and CPU stages read storage through s3fs, which retries too.
+    model_retries: ClassVar[int] = 0
+    retry_backoff_s: ClassVar[float] = 1.0
 
     def process(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Healthy rows in, rows out (1:1, 1:N, or marked failed; never silently dropped)."""
@@ -67,7 +75,7 @@ class Stage:
         healthy = [r for r in rows if not is_failure_mark(r.get(FAILED_STAGE))]
         for r in healthy:  # NaN (Ray's numpy format for an all-null column) -> None
             r.update(dict.fromkeys(FAILURE_COLUMNS))
-        out = (self.process(healthy) if healthy else []) + failed
+        out = (self._process_retrying(healthy) if healthy else []) + failed
         for r in out:
             for c in FAILURE_COLUMNS:
                 r.setdefault(c, None)
@@ -75,6 +83,34 @@ class Stage:
         result = rows_to_batch(out, columns)
         self.last_cost = BatchCost(time.process_time() - cpu0, time.perf_counter() - wall0, len(rows))
         return result
+
+
+    def _process_retrying(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """`process(rows)`, then the inputs of rows it failed with a retried reason again (a
+        pristine copy each), up to `model_retries` times. Outputs are found by a tag their
+        input carries (a 1:N stage copies it into each of its rows); order is kept."""
+        if not self.model_retries:
+            return self.process(rows)
+        pristine = [dict(r) for r in rows]
+        for i, r in enumerate(rows):
+            r[_INPUT_TAG] = i
+        out = self.process(rows)
+        for attempt in range(self.model_retries):
+            again = sorted({r[_INPUT_TAG] for r in out if r.get(_INPUT_TAG) is not None
+                            and r.get(FAILED_STAGE) == self.name and r.get(FAILED_REASON) in RETRIED_IN_RUN})
+            if not again:
+                break
+            time.sleep(self.retry_backoff_s * 2 ** attempt)
+            redo = self.process([dict(pristine[i], **{_INPUT_TAG: i}) for i in again])
+            out = [r for r in out if r.get(_INPUT_TAG) not in set(again)] + redo
+        out.sort(key=lambda r: r.get(_INPUT_TAG, len(rows)))
+        for r in out:
+            r.pop(_INPUT_TAG, None)
+        return out
+
+
+_INPUT_TAG = "_stage_input_index"  # private to _process_retrying: never leaves the stage
+RETRIED_IN_RUN = frozenset({"model_error"})  # OOM is split down to single rows already (split_on_oom)
 
 
 def fail(row: dict[str, Any], stage: str, reason: str, detail: str) -> dict[str, Any]:

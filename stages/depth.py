@@ -47,6 +47,7 @@ class DepthConfig:
 
 class DepthStage(Stage):
     name: ClassVar[str] = "depth"
+    model_retries: ClassVar[int] = 2  # a model_error row is tried twice more in the run (1 s, 2 s apart)
     Config = DepthConfig
 
     def __init__(self, config: DepthConfig | None = None):

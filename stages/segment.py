@@ -42,6 +42,7 @@ class SegmentConfig:
 
 class SegmentStage(Stage):
     name: ClassVar[str] = "segment"
+    model_retries: ClassVar[int] = 2  # a model_error row is tried twice more in the run (1 s, 2 s apart)
     Config = SegmentConfig
 
     def __init__(self, config: SegmentConfig | None = None):

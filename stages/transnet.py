@@ -26,6 +26,7 @@ from stages.shots import SCAN, SHOTS, ShotsConfig, pack_arrays, shots_json, unpa
 
 class TransNetStage(Stage):
     name: ClassVar[str] = "transnet"
+    model_retries: ClassVar[int] = 2  # a model_error row is tried twice more in the run (1 s, 2 s apart)
     Config = ShotsConfig
 
     def __init__(self, config: ShotsConfig | None = None):
