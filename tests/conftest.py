@@ -72,3 +72,20 @@ def no_ray_left_behind():
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():
         ray.shutdown()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_s3_client_left_behind():
+    """s3fs caches its clients per process by their arguments, not by the environment: a module
+    whose S3 server (named by AWS_ENDPOINT_URL) is gone must not hand its client to the next."""
+    _clear_s3fs_clients()  # before the module (one that ran earlier may have died mid-way)
+    yield
+    _clear_s3fs_clients()
+
+
+def _clear_s3fs_clients() -> None:
+    import sys
+
+    s3fs = sys.modules.get("s3fs")
+    if s3fs is not None:
+        s3fs.S3FileSystem.clear_instance_cache()
