@@ -7,14 +7,15 @@ VLLM_VENV ?= .venv-vllm
 
 .PHONY: install demo test test-all test-fast bench clean
 
+# torch is pinned to the local CPU wheel here through constraints.txt, never in pyproject.toml.
+# RapidOCR declares the GUI opencv-python, which would overwrite opencv-python-headless's cv2;
+# its real dependencies are in pyproject.toml. PYTHONWARNINGS: setuptools' notes on editable
+# installs are for package authors, not for whoever runs `make demo`.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q -U pip wheel setuptools
-	# torch is pinned to the local CPU wheel here through constraints.txt, never in pyproject.toml
-	$(VENV)/bin/pip install -q -c constraints.txt -e '.[test]'
-	# RapidOCR declares the GUI opencv-python, which would overwrite opencv-python-headless's cv2;
-	# its real dependencies are in pyproject.toml
-	$(VENV)/bin/pip install -q --no-deps -c constraints.txt rapidocr-onnxruntime
+	PYTHONWARNINGS=ignore $(VENV)/bin/pip install -q -U pip wheel setuptools
+	PYTHONWARNINGS=ignore $(VENV)/bin/pip install -q -c constraints.txt -e '.[test]'
+	PYTHONWARNINGS=ignore $(VENV)/bin/pip install -q --no-deps -c constraints.txt rapidocr-onnxruntime
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -53,14 +53,18 @@ def stage_throughput(ops: list[OperatorTimes], stages: list[str], workers: Mappi
         maps = sum(p.startswith("MapBatches(") for p in parts)
         names = [queue.pop(0) for _ in range(min(maps, len(queue)))]
         if not names:
-            if op.name in ("Input", "FromItems", "ReadItems"):
-                continue  # the driver's list of sources: no work
-            names = [op.name.lower()]
+            low = op.name.lower()
+            if op.name in ("Input", "FromItems") or low.startswith("read") or "repartition" in low:
+                continue  # listing the sources and re-blocking them: no stage's work, never what limits a run
+            names = [low]
         n = max(1, int(workers.get(names[0], 1)))
         busy = op.task_s / (op.span_s * n) if op.span_s > 0 else 0.0
         rows.append(StageThroughput("+".join(names), op.rows_out, op.rows_out / op.span_s if op.span_s > 0 else 0.0,
                                     min(1.0, busy), n))
-    limiting = max(rows, key=lambda r: r.busy_share).stage if rows else None
+    # the busiest stage; among equally busy ones (single actors are busy all along), the slowest. Not the
+    # write: its one streaming operator is busy for the whole run whatever limits it, and its rows are tasks
+    stages_only = [r for r in rows if r.stage != "write"] or rows
+    limiting = max(stages_only, key=lambda r: (round(r.busy_share, 2), -r.rows_per_s)).stage if rows else None
     return {"stages": [asdict(r) for r in rows], "limiting": limiting}
 
 
@@ -86,5 +90,6 @@ def run_throughput(ds: Any, cfg: Any) -> dict[str, Any]:
     from datagen.pipeline.sizing import CPU_STAGES, plan_compute
 
     plan = plan_compute(cfg, ray.cluster_resources())
-    order = [*CPU_STAGES[:3], *cfg.labels, CPU_STAGES[3]]
+    shots = ["shots", "transnet"] if cfg.shots.detector == "transnetv2" else ["shots"]  # as run.build_dataset maps them
+    order = [CPU_STAGES[0], *shots, CPU_STAGES[2], *cfg.model_stages, CPU_STAGES[3]]
     return stage_throughput(operator_times(ds.get_stats_summary()), order, {k: v.max_size for k, v in plan.items()})
