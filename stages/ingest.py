@@ -3,7 +3,9 @@
 Input rows carry `video_uri` (see `source_dataset`, or `source_rows` for small inputs). Output adds `video_id` (hash of size and
 first/last MiB, read through fsspec, so a renamed or re-uploaded file keeps its id),
 `probe_json` (codec, size, rotation, fps, vfr, duration, frame count, bit depth) and
-`frame_table` (the per-frame timestamps, which is what frame indices mean downstream).
+`frame_table` (the per-frame timestamps, which is what frame indices mean downstream); a
+video longer than 1.5 x `window_s` becomes one row per window (`window_json`, and the
+window in its `video_id`: datagen/video/windows.py).
 Reasons: empty_file, not_found, not_a_video, audio_only, truncated, unsupported_codec,
 absurd_dimensions, decode_error.
 """
@@ -13,18 +15,24 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterable
 
-from datagen.video.probe import ProbeLimits, VideoError, local_path, probe, video_id
+from datagen.video.probe import ProbeInfo, ProbeLimits, VideoError, local_path, probe, video_id
+from datagen.video.windows import plan_windows, window_id
 from datagen.video.sources import SourceListing, expand_sources
 from schemas.columns import VIDEO_ID, VIDEO_URI
 from stages.base import Resources, Stage, fail, failure_reason
 
 PROBE = "probe_json"  # str: JSON of ProbeInfo.facts()
 FRAME_TABLE = "frame_table"  # bytes: npz of frame_pts / keyframe_pts
+WINDOW = "window_json"  # str: the part of a long video this row covers (datagen/video/windows.py); None: all of it
 
 
 @dataclass
 class IngestConfig:
     limits: ProbeLimits = field(default_factory=ProbeLimits)
+    # Videos over 1.5x this are scanned and paired in windows of about this length, one row each
+    # (datagen/video/windows.py): memory follows the window, not the file. 10 minutes is what the
+    # scan's grid holds at its 0.5 s step (shots.scan.max_grid_frames). 0: never split.
+    window_s: float = 600.0
     storage_options: dict[str, Any] = field(default_factory=dict)  # fsspec options for s3:// etc. (endpoint, anon)
     # probing reads headers and demuxes packets without decoding: cheap, so many files per task
     resources: Resources = field(default_factory=lambda: Resources(num_cpus=1, batch_size=8))
@@ -50,7 +58,20 @@ class IngestStage(Stage):
         self.config = config or IngestConfig()
 
     def process(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [self._one(row) for row in rows]
+        out: list[dict[str, Any]] = []
+        for row in rows:
+            out.extend(self._windows(self._one(row)))
+        return out
+
+    def _windows(self, row: dict[str, Any]) -> list[dict[str, Any]]:
+        """One row per window of a long video (its own id: resume and keys see a video each)."""
+        row[WINDOW] = None
+        if row.get(PROBE) is None:  # failed
+            return [row]
+        windows = plan_windows(ProbeInfo.from_columns(row[PROBE], row[FRAME_TABLE]).times_s, self.config.window_s)
+        if len(windows) == 1:
+            return [row]
+        return [dict(row, **{VIDEO_ID: window_id(row[VIDEO_ID], w), WINDOW: w.to_json()}) for w in windows]
 
     def _one(self, row: dict[str, Any]) -> dict[str, Any]:
         uri = str(row[VIDEO_URI])

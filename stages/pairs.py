@@ -7,6 +7,7 @@ motion, blur, brightness, shot span) goes to `facts_json` for the context prompt
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
@@ -18,11 +19,12 @@ from datagen.media import encode_image
 from datagen.video.decode import KeptFrame, decode_frames, fit_size, sample_rgb
 from datagen.video.pairing import PairingConfig, choose_pairs
 from datagen.video.probe import ProbeInfo, VideoError, local_path
+from datagen.video.windows import Window
 from schemas.columns import (FACTS, FRAME_A, FRAME_B, HEIGHT, IMAGE_A, IMAGE_B, PAIR, SHOT, T_A_S, T_B_S, VIDEO_URI,
                              WIDTH)
 from schemas.tasks import ImageKind
 from stages.base import Resources, Stage, fail, failure_reason
-from stages.ingest import FRAME_TABLE, PROBE
+from stages.ingest import FRAME_TABLE, PROBE, WINDOW
 from stages.shots import SCAN, SHOTS, load_shots
 
 # Heavy per-video columns that pair rows do not need downstream.
@@ -69,7 +71,12 @@ class PairsStage(Stage):
             shots, grid_index, grid_images, kept = load_shots(row)
             times = info.times_s
             broken: list[dict] = []
-            chosen, why = choose_pairs(shots, grid_index, grid_images, times, cfg.pairing, rejected=broken)
+            pairing = cfg.pairing
+            window = Window.from_row(row.get(WINDOW))
+            if window:  # a long video's window: its share of the per-video cap, so pairs span the whole video
+                pairing = dataclasses.replace(pairing, max_pairs_per_video=window.pair_cap(pairing.max_pairs_per_video,
+                                                                                           len(times)))
+            chosen, why = choose_pairs(shots, grid_index, grid_images, times, pairing, rejected=broken)
             if not chosen:
                 detail = (f"{len(shots.shots)} shot(s), {len(grid_index)} candidate frames; rejected: "
                           + (", ".join(f"{k}={v}" for k, v in why.most_common()) or "nothing to try"))

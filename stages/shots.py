@@ -29,9 +29,10 @@ from datagen.video.cuts import CutConfig, FrameSteps, Shot, Shots, detect
 from datagen.video.decode import KeptFrame, Scan, ScanConfig, decode_window, scan
 from datagen.video.probe import ProbeInfo, VideoError, local_path
 from datagen.video.transnet import TransNetConfig
+from datagen.video.windows import Window
 from schemas.columns import VIDEO_URI
 from stages.base import Resources, Stage, fail, failure_reason
-from stages.ingest import FRAME_TABLE, PROBE
+from stages.ingest import FRAME_TABLE, PROBE, WINDOW
 
 SHOTS = "shots_json"
 SCAN = "scan_arrays"
@@ -71,8 +72,10 @@ class ShotsStage(Stage):
         scan_cfg = dataclasses.replace(cfg.scan, net_frames=cfg.detector == "transnetv2")
         try:
             info = ProbeInfo.from_columns(row[PROBE], row[FRAME_TABLE])
+            window = Window.from_row(row.get(WINDOW))  # a long video's part: only its frames are scanned
+            span = (window.first_frame, window.last_frame) if window else (0, None)
             with local_path(str(row[VIDEO_URI]), **cfg.storage_options) as path:
-                seen = scan(path, info, scan_cfg)
+                seen = scan(path, info, scan_cfg, *span)
                 shots = detect(seen.index, seen.thumbs, info.times_s, cfg.cuts,
                                refine=lambda a, b: decode_window(path, info, cfg.scan, a, b))
         except VideoError as e:

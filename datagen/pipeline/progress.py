@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 from datagen.io.shards import MANIFEST_DIR, PROGRESS_DIR
 from datagen.io.storage import Location
 from datagen.io.tables import count_manifest_rows, read_table
+from datagen.video.windows import SEP as WINDOW_SEP
 from schemas.tables import PROGRESS_SCHEMA
 
 
@@ -61,12 +62,16 @@ class ResumeState:
                                pc.is_in(progress["reason"], value_set=pa.array(sorted(retry_failed))))
             progress = progress.filter(pc.invert(pc.fill_null(reopened, False)))
         has_pair = pc.is_valid(progress["pair_key"])
+        failed = progress.filter(pc.invert(has_pair))
+        # a window of a long video that failed for good is done, its video is not (windows.py)
+        window = pc.fill_null(pc.match_substring(failed["video_id"], WINDOW_SEP), False)
         # failed at video level: by URI, since a duplicate copy fails while its twin's id is still in work
-        failed_uris = set(progress.filter(pc.invert(has_pair))["video_uri"].drop_null().to_pylist())
+        failed_uris = set(failed.filter(pc.invert(window))["video_uri"].drop_null().to_pylist())
         pairs = progress.filter(has_pair)
         per_video = pairs.group_by("video_id").aggregate([("pair_key", "count_distinct"), ("pairs_in_video", "max")])
         finished = pc.greater_equal(per_video["pair_key_count_distinct"], per_video["pairs_in_video_max"])
         done_videos = set(per_video.filter(pc.fill_null(finished, False))["video_id"].to_pylist())
+        done_videos |= set(failed.filter(window)["video_id"].to_pylist())
         done_pairs = set(pc.unique(pairs["pair_key"]).to_pylist())
         return cls(done_pairs, done_videos, failed_uris, count_manifest_rows(loc))
 

@@ -170,13 +170,18 @@ def sample_rgb(kept: KeptFrame, rotation_deg: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(rgb, k)) if k else rgb
 
 
-def scan(path: str, info: ProbeInfo, cfg: ScanConfig) -> Scan:
-    """The one pass: thumbnails of decoded frames; analysis images and kept copies on the time grid."""
+def scan(path: str, info: ProbeInfo, cfg: ScanConfig, first: int = 0, last: int | None = None) -> Scan:
+    """The one pass: thumbnails of decoded frames; analysis images and kept copies on the time grid.
+    `first`..`last` (frame indices): one window of a long video (datagen/video/windows.py), reached
+    by a seek to the keyframe before it; the grid step is the configured one unless the span
+    holds more than `max_grid_frames` of it."""
     times = info.times_s
-    grid_t = np.arange(0.0, times[-1] + 1e-9, max(cfg.grid_step_s, float(times[-1]) / cfg.max_grid_frames))
+    last = len(times) - 1 if last is None else last
+    t0, t1 = float(times[first]), float(times[last])
+    grid_t = np.arange(t0, t1 + 1e-9, max(cfg.grid_step_s, (t1 - t0) / cfg.max_grid_frames))
     # The grid frames are the first frames at or after each grid time; in a scan that skips
     # frames the nearest decoded one stands in (at most a frame or two later).
-    pending = np.unique(np.searchsorted(times, grid_t).clip(0, len(times) - 1))
+    pending = np.unique(np.searchsorted(times, grid_t).clip(first, last))
     seen: dict[int, np.ndarray] = {}
     net: dict[int, np.ndarray] = {}
     grid: dict[int, np.ndarray] = {}
@@ -193,8 +198,9 @@ def scan(path: str, info: ProbeInfo, cfg: ScanConfig) -> Scan:
     bits = info.bit_depth
     size = analysis_size(info, cfg.analysis_short_side_px)
     with container:
-        packets = container.demux(stream)
-        while True:
+        packets = container.demux(stream) if first == 0 else _packets_from_key(container, stream, info, first)
+        past_window = False  # the decoder gives frames in display order: after `last`, nothing is wanted
+        while not past_window:
             try:
                 packet = next(packets)
                 if cfg.skip_nonref and not cfg.net_frames:  # the network reads every frame
@@ -212,8 +218,11 @@ def scan(path: str, info: ProbeInfo, cfg: ScanConfig) -> Scan:
             for frame in frames:
                 decoded += 1
                 idx = _frame_index(info, frame)
-                if idx < 0 or idx in seen:
+                if idx < first or idx in seen:  # (before the window: decoded only to reach it)
                     continue
+                if idx > last:
+                    past_window = True
+                    break
                 y = _luma(frame, bits)
                 seen[idx] = _shrink(y, cfg.thumb_size_px)
                 if cfg.net_frames:
