@@ -13,12 +13,13 @@ from typing import Any
 from datagen.io.storage import Location
 from datagen.io.tables import count_manifest_rows, read_failures
 from datagen.pipeline.progress import read_progress
+from datagen.video.windows import is_window_id
 from schemas.reasons import REASONS, TRANSIENT
 
 
 def _tables(loc: Location) -> tuple[list[dict], list[dict]]:
-    progress = read_progress(loc).select(["pair_key", "video_uri", "status", "reason"]).to_pylist()
-    failures = read_failures(loc).select(["input_uri", "key", "stage", "reason"]).to_pylist()
+    progress = read_progress(loc).select(["pair_key", "video_id", "video_uri", "status", "reason"]).to_pylist()
+    failures = read_failures(loc).select(["input_uri", "video_id", "key", "stage", "reason"]).to_pylist()
     return progress, failures
 
 
@@ -27,11 +28,18 @@ def _judge(progress: list[dict], failures: list[dict]):
     or None (history: a later run settled or made what failed)."""
     settled_pairs = {r["pair_key"] for r in progress if r["pair_key"]}
     settled_videos = {r["video_uri"] for r in progress}
+    settled_windows = {r["video_id"] for r in progress if is_window_id(r["video_id"])}
     made = {r["pair_key"] for r in progress if r["status"] == "done"}
     for f in failures:
         if REASONS.get(f["reason"]) == TRANSIENT:
-            # transient failures are of whole pairs (key: the pair key) or videos (no key)
-            settled = f["key"] in settled_pairs if f["key"] else f["input_uri"] in settled_videos
+            # transient failures are of whole pairs (key: the pair key), windows of a long video (by
+            # their id: the other windows of its file may be done) or videos (by URI)
+            if f["key"]:
+                settled = f["key"] in settled_pairs
+            elif is_window_id(f["video_id"]):
+                settled = f["video_id"] in settled_windows
+            else:
+                settled = f["input_uri"] in settled_videos
             yield f, None if settled else "pending"
         elif f["stage"] == "assemble":  # one sample of a pair that was made
             yield f, "dropped"

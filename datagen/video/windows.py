@@ -63,3 +63,7 @@ def plan_windows(times_s: np.ndarray, window_s: float) -> list[Window]:
 def window_id(video_id: str, window: Window) -> str:
     return video_id if window.of == 1 else f"{video_id}{SEP}{window.index:03d}"
 
+
+def is_window_id(video_id: str | None) -> bool:
+    """The id of one window of a long video (`{video_id}-w003`); content ids are hex."""
+    return bool(video_id) and SEP in video_id

@@ -83,3 +83,17 @@ def test_a_window_that_failed_for_good_is_done_and_its_video_is_not(tmp_path):
     state = ResumeState.load(loc)
     assert "file:///v/long.mp4" not in state.failed_uris and state.done_videos == {"abc-w001"}
     assert state.videos_done(["file:///v/long.mp4"] * 2, ["abc-w001", "abc-w002"]) == [True, False]
+
+
+def test_a_window_that_failed_transiently_is_pending_while_its_neighbours_are_done(tmp_path):
+    from datagen.pipeline.outcome import run_outcome
+    from tests.pipeline.test_sink_resume import assembled, write
+
+    loc = Location.parse(str(tmp_path))
+    done = [dict(r, **{C.VIDEO_ID: "abc-w000", C.VIDEO_URI: "file:///v/long.mp4"}) for r in assembled([0])]
+    write(loc, done, prefix="001abcd-00000-w0000000a-")
+    lost = {C.VIDEO_URI: "file:///v/long.mp4", C.VIDEO_ID: "abc-w001", C.FAILED_STAGE: "shots",
+            C.FAILED_REASON: "storage_error", C.FAILED_DETAIL: "connection reset"}
+    write(loc, [lost], prefix="001abcd-00001-w0000000b-")
+    assert run_outcome(loc)["pending_retry"] == {"storage_error": 1}  # not settled by window 0's rows
+    assert not ResumeState.load(loc).is_video_done("abc-w001", "file:///v/long.mp4")
