@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterable
 
-from datagen.video.probe import ProbeInfo, ProbeLimits, VideoError, local_path, probe, video_id
+from datagen.video.probe import ProbeLimits, VideoError, local_path, probe, video_id
 from datagen.video.windows import plan_windows, window_id
 from datagen.video.sources import SourceListing, expand_sources
 from schemas.columns import VIDEO_ID, VIDEO_URI
@@ -60,33 +60,28 @@ class IngestStage(Stage):
     def process(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         for row in rows:
-            out.extend(self._windows(self._one(row)))
+            out.extend(self._one(row))
         return out
 
-    def _windows(self, row: dict[str, Any]) -> list[dict[str, Any]]:
-        """One row per window of a long video (its own id: resume and keys see a video each)."""
-        row[WINDOW] = None
-        if row.get(PROBE) is None:  # failed
-            return [row]
-        windows = plan_windows(ProbeInfo.from_columns(row[PROBE], row[FRAME_TABLE]).times_s, self.config.window_s)
-        if len(windows) == 1:
-            return [row]
-        return [dict(row, **{VIDEO_ID: window_id(row[VIDEO_ID], w), WINDOW: w.to_json()}) for w in windows]
-
-    def _one(self, row: dict[str, Any]) -> dict[str, Any]:
+    def _one(self, row: dict[str, Any]) -> list[dict[str, Any]]:
+        """The video's row, or one row per window of a long video (its own id: resume and keys see a
+        video each); a failed video's one row."""
         uri = str(row[VIDEO_URI])
         opts = self.config.storage_options
-        row.update({VIDEO_ID: None, PROBE: None, FRAME_TABLE: None})
+        row.update({VIDEO_ID: None, PROBE: None, FRAME_TABLE: None, WINDOW: None})
         try:
             with local_path(uri, **opts) as path:  # fetched once: the id is hashed from the same copy
                 row[VIDEO_ID] = video_id(path)
                 info = probe(path, self.config.limits)
         except FileNotFoundError as e:
-            return fail(row, self.name, "not_found", f"{uri}: {e}")
+            return [fail(row, self.name, "not_found", f"{uri}: {e}")]
         except VideoError as e:
-            return fail(row, self.name, e.reason, e.detail)
+            return [fail(row, self.name, e.reason, e.detail)]
         except Exception as e:  # a library error we did not foresee must not end the run
-            return fail(row, self.name, failure_reason(e, "probe_error"), f"{type(e).__name__}: {e}")
+            return [fail(row, self.name, failure_reason(e, "probe_error"), f"{type(e).__name__}: {e}")]
         row[PROBE] = json.dumps(info.facts())
         row[FRAME_TABLE] = info.frame_table()
-        return row
+        windows = plan_windows(info.times_s, self.config.window_s)
+        if len(windows) == 1:
+            return [row]
+        return [dict(row, **{VIDEO_ID: window_id(row[VIDEO_ID], w), WINDOW: w.to_json()}) for w in windows]

@@ -109,12 +109,9 @@ class WriteClaimsClient:
 
 
 def start_write_claims() -> WriteClaimsClient:
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    from datagen.pipeline.progress import on_driver_node
 
-    # pinned to the driver's node: a worker node that dies must not take the claims with it
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    return WriteClaimsClient(ray.remote(num_cpus=0, scheduling_strategy=here)(WriteClaims).remote())
+    return WriteClaimsClient(on_driver_node(WriteClaims))
 
 
 def committed_counts(loc: Location, prefix: str) -> dict[str, int] | None:

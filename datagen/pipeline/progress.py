@@ -107,6 +107,16 @@ class ResumeIndex:
         return self.state.summary()
 
 
+def on_driver_node(cls: type, *args: Any) -> Any:
+    """An actor of `cls` holding run state, pinned to the driver's node: a worker node that dies
+    must not take the run's state with it. Needs no CPU."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    return ray.remote(num_cpus=0, scheduling_strategy=here)(cls).remote(*args)
+
+
 class ResumeClient:
     """What a task holds: the actor's handle (a few hundred bytes pickled), with the same
     questions as ResumeState, each one remote call over the task's own rows."""
@@ -116,12 +126,7 @@ class ResumeClient:
 
     @classmethod
     def start(cls, url: str, retry_failed: frozenset[str] = frozenset()) -> "ResumeClient":
-        import ray
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-        # pinned to the driver's node: a worker node that dies must not take the run's state with it
-        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-        return cls(ray.remote(num_cpus=0, scheduling_strategy=here)(ResumeIndex).remote(url, retry_failed))
+        return cls(on_driver_node(ResumeIndex, url, retry_failed))
 
     def _ask(self, question: str, *args: Iterable) -> list[bool]:
         import ray

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -30,8 +30,7 @@ class Window:
     last_frame: int
 
     def to_json(self) -> str:
-        return json.dumps({"index": self.index, "of": self.of, "first_frame": self.first_frame,
-                           "last_frame": self.last_frame})
+        return json.dumps(asdict(self))
 
     @classmethod
     def from_row(cls, value: Any) -> "Window | None":
