@@ -210,13 +210,50 @@ def train(
     set_: List[str] = typer.Option([], "--set", help="override a config key"),
 ):
     """Train the factorized diffusion transformer on datagen shards (use torchrun for many GPUs)."""
+    from datagen.train.train import run as run_training
+
+    run_training(_train_config(config, set_), resume=resume)
+
+
+def _train_config(config: Path, set_: List[str]):
     from datagen.config import apply_overrides, from_dict, load_yaml
-    from datagen.train.train import TrainConfig, run as run_training
+    from datagen.train.train import TrainConfig
 
     profile = Path(__file__).resolve().parent / "profiles" / f"{config}.yaml"  # `--config train_cpu`
-    cfg = from_dict(TrainConfig, apply_overrides(load_yaml(profile if not config.exists() and profile.is_file()
-                                                           else config), set_))
-    run_training(cfg, resume=resume)
+    return from_dict(TrainConfig, apply_overrides(load_yaml(profile if not config.exists() and profile.is_file()
+                                                            else config), set_))
+
+
+@app.command()
+@user_errors
+def encode(
+    dataset: str = typer.Argument(..., help="dataset directory or URL (the --output of datagen run/demo)"),
+    out: str = typer.Option(..., "--out", help="sidecar directory to write, e.g. DATASET_latents"),
+    config: Path = typer.Option(..., help="the training config (or profile) whose encoders and buckets to use"),
+    set_: List[str] = typer.Option([], "--set", help="override a config key"),
+    batch_size: int = typer.Option(32, "--batch-size", help="samples per encoder call"),
+):
+    """Pre-encode a dataset with the trainer's frozen encoders (VAE latents, T5 states) into sidecar shards;
+    train on them with data.latents. Rerun the same command to resume."""
+    from rich.progress import Progress
+
+    from datagen.train.encode import encode_dataset
+
+    cfg = _train_config(config, set_)
+    if cfg.model.tiny_encoders:  # a smoke profile (train_cpu): the encoders its training run would build
+        from datagen.train.tiny import ensure_tiny_encoders
+
+        for path in ensure_tiny_encoders(cfg.model.text_encoder, cfg.model.vae):
+            console.print(f"built tiny random encoders at {path} (model.tiny_encoders)", highlight=False)
+    with Progress(console=console, transient=True) as bar:
+        job = bar.add_task("encoding shards", total=None)
+        summary = encode_dataset(dataset, out, cfg.model.text_encoder, cfg.model.vae, cfg.data, cfg.precision,
+                                 cfg.device, batch_size,
+                                 progress=lambda done, total: bar.update(job, completed=done, total=total))
+    dropped = f", {summary.samples_dropped} undecodable samples left out" if summary.samples_dropped else ""
+    console.print(f"{out}: encoded {summary.shards_encoded} shards ({summary.samples} samples), "
+                  f"{summary.shards_skipped} already done{dropped}; train with data.latents: [{out}]", highlight=False,
+                  markup=False)
 
 
 @app.command()

@@ -56,6 +56,13 @@ def next_shard_index(loc: Location, task_name: str, prefix: str) -> int:
     return max(used, default=-1) + 1
 
 
+def add_tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    """Append one member with the fixed header (mtime, mode) that makes equal samples equal bytes."""
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = len(data), _MTIME, 0o444
+    tar.addfile(info, io.BytesIO(data))
+
+
 def _tar_size(members: dict[str, bytes]) -> int:
     return sum(_TAR_BLOCK + -(-len(b) // _TAR_BLOCK) * _TAR_BLOCK for b in members.values())
 
@@ -133,9 +140,7 @@ class TaskShardWriter:
             self.index += 1
             sh = self._open = _OpenShard(self.loc, shard_path(self.task_name, name))
         for m, data in payload.items():
-            info = tarfile.TarInfo(f"{r.key}.{m}")
-            info.size, info.mtime, info.mode = len(data), _MTIME, 0o444
-            sh.tar.addfile(info, io.BytesIO(data))
+            add_tar_member(sh.tar, f"{r.key}.{m}", data)
         sh.bytes += size
         sh.rows.append(manifest_row(sample, sh.rel, self.dataset_version, changed_labels, payload["json"],
                                     previous_labels))

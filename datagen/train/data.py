@@ -11,6 +11,10 @@ Batch i of an epoch comes from round-robin stream i % workers, a function of (se
 stream). One loader serves the whole run: its workers walk from epoch to epoch themselves (no restart,
 no tokenizer reload), and resuming at step s replays epoch s // epoch_batches from its start, skipping
 s % epoch_batches batches.
+
+With `data.latents` (sidecars of `datagen encode`, see datagen/train/preencoded.py) the same stream reads the
+sidecar shards instead: same shard names, keys and order, but latents and text states in place of images, so
+a batch carries `latents`, `base_states` and `context_states` and the trainer skips the encoders.
 """
 from __future__ import annotations
 
@@ -40,6 +44,9 @@ from schemas.tasks import TASKS, ImageKind, task as task_spec
 @dataclass
 class DataConfig:
     datasets: list[str] = field(default_factory=list)  # dataset dirs or URLs (the --output of `datagen run`)
+    # pre-encoded sidecars (the --out of `datagen encode`), one per dataset in the same order; empty: encode every
+    # step. When set, the loader reads only these (latents and text states, no images) and the encoders stay off
+    latents: list[str] = field(default_factory=list)
     task_weights: dict[str, float] = field(default_factory=dict)  # task name or id -> weight; empty: all found, equal
     buckets_px: list[list[int]] = field(default_factory=lambda: [[256, 256]])  # [height, width]; one = fixed size
     batch_size: int = 8  # per GPU
@@ -148,20 +155,101 @@ def shuffled(samples: Iterator[dict], budget_bytes: float, rng: random.Random) -
     yield from (raw for raw, _ in buf)
 
 
-def frames_batch(frames: list[list[tuple[torch.Tensor, int]]], task_ids: list[int]) -> dict:
-    """Per sample [(pixels, role index), ...] with the target last -> padded frame tensors."""
+def frames_batch(frames: list[list[tuple[torch.Tensor, int]]], task_ids: list[int], key: str = "pixels",
+                 dtype: torch.dtype = torch.float16) -> dict:
+    """Per sample [(frame, role index), ...] with the target last -> padded frame tensors under `key`.
+
+    Frames are pixels [3,H,W] (float16: half the bytes through worker queues) or pre-encoded latents [C,h,w]."""
     n, f = len(frames), max(len(s) for s in frames)
-    h, w = frames[0][0][0].shape[1:]
-    pixels = torch.zeros(n, f, 3, h, w, dtype=torch.float16)  # half the bytes through worker queues
+    frame_shape = frames[0][0][0].shape
+    stacked = torch.zeros(n, f, *frame_shape, dtype=dtype)
     role = torch.zeros(n, f, dtype=torch.long)
     cond = torch.zeros(n, f, dtype=torch.bool)
     valid = torch.zeros(n, f, dtype=torch.bool)
     for i, sample in enumerate(frames):
         for j, (px, r) in enumerate(sample):
-            pixels[i, j], role[i, j], valid[i, j] = px, r, True
+            stacked[i, j], role[i, j], valid[i, j] = px, r, True
             cond[i, j] = j < len(sample) - 1
-    return {"pixels": pixels, "frame_role": role, "frame_cond": cond, "frame_valid": valid,
+    return {key: stacked, "frame_role": role, "frame_cond": cond, "frame_valid": valid,
             "task": torch.tensor(task_ids, dtype=torch.long)}
+
+
+def bucketed(raws: Iterator[dict], buckets: list[tuple[int, int]], batch_size: int) -> Iterator[tuple[int, list[dict]]]:
+    """Group raw samples by (bucket, frame count) from their JSON alone; leftovers at the end of a finite input."""
+    pending: dict[tuple[int, int], list[dict]] = {}
+    for raw in raws:
+        try:
+            rec = SampleRecord.from_json(raw["json"])
+        except (KeyError, ValueError, TypeError) as e:
+            warnings.warn(f"skipping sample {raw.get('__key__')!r} with an unreadable record: {e}")
+            continue
+        raw["record"] = rec
+        # one frame count per batch: no padded frames, so attention needs no mask (see model.forward)
+        b = (nearest_bucket(buckets, rec.target.width, rec.target.height), len(rec.prompt.images) + 1)
+        group = pending.setdefault(b, [])
+        group.append(raw)
+        if len(group) == batch_size:
+            yield b[0], pending.pop(b)
+    for b, group in pending.items():  # only reached by one-pass streams: no sample is lost
+        yield b[0], group
+
+
+def sample_frames(raw: dict, size_hw: tuple[int, int], pre_encoded: bool) -> list[tuple[torch.Tensor, int]]:
+    """One sample's frames (inputs in role order, then the target) with their role indices: decoded and
+    resized pixels, or the latents `datagen encode` stored (see datagen/train/preencoded.py)."""
+    from datagen.train.preencoded import LATENTS, npy_tensor
+
+    rec = raw["record"]
+    refs = [*rec.prompt.images, rec.target]
+    roles = [ROLE_INDEX[r.role] for r in refs]
+    if pre_encoded:
+        latents = npy_tensor(raw[LATENTS])
+        if latents.shape[0] != len(refs):
+            raise ValueError(f"{latents.shape[0]} pre-encoded frames for {len(refs)} images")
+        return list(zip(latents.float(), roles))
+    sample = to_sample(raw)
+    return [(image_to_tensor(decode_image(sample.media[r.member], r.kind), r.kind, size_hw), role)
+            for r, role in zip(refs, roles)]
+
+
+def collate(raws: list[dict], size_hw: tuple[int, int], tokenizer, cfg: DataConfig, fixed: bool,
+            pre_encoded: bool = False) -> dict | None:
+    """Raw samples of one bucket -> a loader batch: frames (pixels, or latents when pre-encoded), prompt tokens
+    (`fixed`: padded to the max lengths) and, when pre-encoded, the prompts' text-encoder states cut to them.
+
+    A sample whose images cannot be decoded is skipped with a warning; None when none is left."""
+    from datagen.train.preencoded import BASE, CONTEXT, npy_tensor
+
+    frames, tasks, base, context, keys, states = [], [], [], [], [], []
+    for raw in raws:
+        rec = raw["record"]
+        try:
+            sample = sample_frames(raw, size_hw, pre_encoded)
+            if pre_encoded:
+                states.append((npy_tensor(raw[BASE]), npy_tensor(raw[CONTEXT])))
+        except (KeyError, OSError, ValueError) as e:
+            warnings.warn(f"skipping sample {rec.key!r}: cannot decode its images: {e}")
+            continue
+        frames.append(sample)
+        tasks.append(rec.task_id)
+        base.append(rec.prompt.base)
+        context.append(rec.prompt.context)
+        keys.append(rec.key)
+    if not frames:
+        return None
+    if pre_encoded:
+        batch = frames_batch(frames, tasks, key="latents", dtype=torch.float32)
+    else:
+        batch = frames_batch(frames, tasks)
+    batch["base_ids"], batch["base_mask"] = tokenize(tokenizer, base, cfg.max_base_tokens, fixed)
+    batch["context_ids"], batch["context_mask"] = tokenize(tokenizer, context, cfg.max_context_tokens, fixed)
+    if pre_encoded:
+        # stored at the fixed lengths; a masked layout pads to the batch's longest prompt, a prefix of them
+        batch["base_states"] = torch.stack([b for b, _ in states])[:, :batch["base_ids"].shape[1]]
+        batch["context_states"] = torch.stack([c for _, c in states])[:, :batch["context_ids"].shape[1]]
+    batch["text_attend"] = fixed
+    batch["keys"] = keys
+    return batch
 
 
 class ShardStream(IterableDataset):
@@ -188,8 +276,12 @@ class ShardStream(IterableDataset):
         if not self.cfg.datasets:
             raise UserError("data.datasets is empty; list the dataset directories (the --output of datagen run)")
         wanted = {task_spec(k).id: float(v) for k, v in self.cfg.task_weights.items()} or None
+        if self.cfg.latents:
+            from datagen.train.preencoded import sidecar_pairs
+
+            sidecar_pairs(self.cfg)  # one sidecar per dataset
         urls: dict[int, list[str]] = {}
-        for ds in self.cfg.datasets:
+        for ds in self.cfg.latents or self.cfg.datasets:  # a sidecar has the dataset's shard layout and keys
             loc = Location.parse(ds)
             for tid in (wanted or [t.id for t in TASKS]):
                 found = shard_urls(loc, [tid])
@@ -235,51 +327,9 @@ class ShardStream(IterableDataset):
         budget = self.cfg.shuffle_buffer_mb * 1e6 / workers
         return shuffled(self._mixed(rank, world, worker, workers, rng), budget, random.Random(rng.random()))
 
-    def _bucketed(self, raws: Iterator[dict]) -> Iterator[tuple[int, list[dict]]]:
-        pending: dict[int, list[dict]] = {}
-        for raw in raws:
-            try:
-                rec = SampleRecord.from_json(raw["json"])
-            except (KeyError, ValueError, TypeError) as e:
-                warnings.warn(f"skipping sample {raw.get('__key__')!r} with an unreadable record: {e}")
-                continue
-            raw["record"] = rec
-            # one frame count per batch: no padded frames, so attention needs no mask (see model.forward)
-            b = (nearest_bucket(self.buckets, rec.target.width, rec.target.height), len(rec.prompt.images) + 1)
-            group = pending.setdefault(b, [])
-            group.append(raw)
-            if len(group) == self.cfg.batch_size:
-                yield b[0], pending.pop(b)
-        for b, group in pending.items():  # only reached by one-pass streams: no sample is lost
-            yield b[0], group
-
     def _collate(self, bucket: int, raws: list[dict]) -> dict | None:
-        size = self.buckets[bucket]
-        frames, tasks, base, context, keys = [], [], [], [], []
-        for raw in raws:
-            rec = raw["record"]
-            try:
-                sample = to_sample(raw)
-                refs = [*rec.prompt.images, rec.target]
-                frames.append([(image_to_tensor(decode_image(sample.media[r.member], r.kind), r.kind, size),
-                                ROLE_INDEX[r.role]) for r in refs])
-            except (KeyError, OSError, ValueError) as e:
-                warnings.warn(f"skipping sample {rec.key!r}: cannot decode its images: {e}")
-                continue
-            tasks.append(rec.task_id)
-            base.append(rec.prompt.base)
-            context.append(rec.prompt.context)
-            keys.append(rec.key)
-        if not frames:
-            return None
-        fixed = self.cfg.text_padding == "attend"
-        batch = frames_batch(frames, tasks)
-        batch["base_ids"], batch["base_mask"] = tokenize(self._tokenizer, base, self.cfg.max_base_tokens, fixed)
-        batch["context_ids"], batch["context_mask"] = tokenize(self._tokenizer, context, self.cfg.max_context_tokens,
-                                                               fixed)
-        batch["text_attend"] = fixed
-        batch["keys"] = keys
-        return batch
+        return collate(raws, self.buckets[bucket], self._tokenizer, self.cfg, self.cfg.text_padding == "attend",
+                       pre_encoded=bool(self.cfg.latents))
 
     def __iter__(self) -> Iterator[dict]:
         rank, world, worker, workers = reader_slot()
@@ -290,7 +340,7 @@ class ShardStream(IterableDataset):
         for epoch in count(self.epoch):
             rng = random.Random(f"{self.cfg.seed}/{epoch}/{rank}/{stream}")
             quota = None if self.epoch_batches is None else skipped_by_worker(self.epoch_batches, stream, workers)
-            groups = self._bucketed(self._shuffled(rank, world, stream, workers, rng))
+            groups = bucketed(self._shuffled(rank, world, stream, workers, rng), self.buckets, self.cfg.batch_size)
             for i, (bucket, raws) in enumerate(groups):
                 if quota is not None and i >= quota:
                     break

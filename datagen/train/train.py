@@ -22,7 +22,7 @@ from datagen.train.conditioning import model_kwargs
 from datagen.train.data import DataConfig, ShardStream, train_batches
 from datagen.train.ema import make_ema, update_ema
 from datagen.train.flow import FlowConfig
-from datagen.train.encoders import FrozenEncoders, attended_text_mask, encode_batch
+from datagen.train.encoders import FrozenEncoders, attended_text_mask, encode_batch, encoder_dtype
 from datagen.train.model import FrameDiT
 from datagen.train.presets import model_config
 from datagen.train.throughput import Meter, batch_flops
@@ -147,8 +147,11 @@ def run(cfg: TrainConfig, resume: bool = False, stop_at: int | None = None) -> t
     amp_dtype = torch.bfloat16 if cfg.precision == "bf16" else None
     if cfg.model.tiny_encoders:
         _build_tiny_encoders(cfg.model, d)
-    enc = FrozenEncoders(cfg.model.text_encoder, cfg.model.vae, d.device,
-                         torch.bfloat16 if amp_dtype and d.device.type == "cuda" else torch.float32)
+    # pre-encoded data: the VAE stays for previews only, the text encoder is not loaded at all
+    enc = FrozenEncoders(cfg.model.text_encoder, cfg.model.vae, d.device, encoder_dtype(cfg.precision, d.device),
+                         load_text=not cfg.data.latents)
+    if cfg.data.latents:
+        _use_pre_encoded(cfg, enc)
     mcfg = model_config(cfg.model.preset, latent_channels=enc.latent_channels, text_dim=enc.text_dim,
                         grad_checkpointing=cfg.model.grad_checkpointing)
     _check_shapes(cfg, enc.down_px * mcfg.patch, mcfg.max_text_tokens)
@@ -254,6 +257,17 @@ def _build_tiny_encoders(m: ModelSection, d) -> None:
         torch.distributed.barrier()
 
 
+def _use_pre_encoded(cfg: TrainConfig, enc: FrozenEncoders) -> None:
+    """Check each `data.latents` sidecar against this config's encoders and buckets (one-line UserError when
+    they differ or a shard is missing); the stored empty prompt stands in for the unloaded text encoder."""
+    from datagen.train.preencoded import encoding_for, open_encoding, sidecar_pairs
+
+    expected = encoding_for(cfg.model.text_encoder, cfg.model.vae, cfg.data, enc)
+    for dataset, latents in sidecar_pairs(cfg.data):
+        null = open_encoding(dataset, latents, expected)
+    enc.set_null_text(null, cfg.data.max_base_tokens, cfg.data.max_context_tokens)  # equal in all: same encoders
+
+
 def _head(batch: dict, n: int) -> dict:
     """The first n samples of a loader batch (flags kept whole)."""
     return {k: v[:n] if isinstance(v, (torch.Tensor, list)) else v for k, v in batch.items()}
@@ -297,4 +311,7 @@ def _preview(path: Path, ema, enc, batch: dict, cfg: TrainConfig, d, amp_dtype) 
     latents = generate(ema, inputs, s.steps, s.text_guidance, s.image_guidance, s.shift, gen, amp_dtype)
     generated = target_pixels(enc, latents, inputs["frame_valid"])
     if d.is_main:
-        write_preview(path, preview_grid(batch["pixels"], batch["frame_valid"], generated))
+        pixels = batch.get("pixels")
+        if pixels is None:  # pre-encoded: show the inputs as the VAE decodes them
+            pixels = enc.decode_images(inputs["latents"].flatten(0, 1)).unflatten(0, inputs["latents"].shape[:2])
+        write_preview(path, preview_grid(pixels.cpu(), batch["frame_valid"], generated))
