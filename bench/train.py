@@ -8,6 +8,8 @@ through the same `from_pretrained` path as hub weights. MFU counts model FLOPs o
 datagen/train/throughput.py); VAE/T5 time is in the elapsed time, not in the FLOPs.
 The checkpoint part saves and restores model + EMA + AdamW state of `--ckpt-preset` with 1 process and with 2
 (FSDP, gloo, on the CPU): per-rank time should stay flat as ranks grow, since each rank writes only its shards.
+The pre-encoded part trains again on the same samples after `datagen encode` (data.latents): steps/s without
+the VAE and T5 in the step, as a ratio to the run above.
 """
 from __future__ import annotations
 
@@ -55,6 +57,8 @@ def parse() -> argparse.Namespace:
     p.add_argument("--json", type=Path, help="also write the figures here")
     p.add_argument("--ckpt-preset", default="small", help="model preset of the checkpoint benchmark")
     p.add_argument("--ckpt", action=argparse.BooleanOptionalAction, default=True, help="run the checkpoint benchmark")
+    p.add_argument("--pre-encoded", action=argparse.BooleanOptionalAction, default=True,
+                   help="also train on the same samples pre-encoded by `datagen encode` (data.latents)")
     a = p.parse_args()
     gpu = a.device == "cuda"
     for name, cpu, cuda in [("preset", "tiny", "xl"), ("dtype", "fp32", "bf16"), ("image_px", 32, 256),
@@ -88,22 +92,12 @@ def main() -> None:
     if a.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     model = run(cfg)
-    records = [json.loads(line) for line in (root / "run" / "metrics.jsonl").read_text().splitlines()]
-    measured = [r for r in records if r["step"] > a.warmup]
-    seconds = sum(a.warmup / r["steps_per_s"] for r in measured)  # each record is one interval of a.warmup steps
-    steps = a.warmup * len(measured)
+    figures = measured_figures(root / "run", a)
     out = {
         "device": torch.cuda.get_device_name() if a.device == "cuda" else "cpu",
         "preset": a.preset, "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
         "dtype": a.dtype, "image_px": a.image_px, "batch_size": a.batch_size, "task": a.task,
-        "encoders": a.encoders, "compile": a.compile, "steps_measured": steps,
-        "steps_per_s": round(steps / seconds, 3),
-        "tokens_per_s": round(sum(r["tokens_per_s"] * a.warmup / r["steps_per_s"] for r in measured) / seconds, 1),
-        "data_wait_share": round(sum(r["data_wait_share"] * a.warmup / r["steps_per_s"] for r in measured) / seconds, 4),
-        "achieved_tflops_per_device": round(sum(r["tflops_per_s_per_device"] * a.warmup / r["steps_per_s"]
-                                                for r in measured) / seconds, 4),
-        "mfu": None if measured[0]["mfu"] is None else round(sum(r["mfu"] * a.warmup / r["steps_per_s"]
-                                                                 for r in measured) / seconds, 4),
+        "encoders": a.encoders, "compile": a.compile, **figures,
     }
     if a.device == "cuda":
         out["peak_mem_GiB"] = round(torch.cuda.max_memory_allocated() / 2 ** 30, 1)
@@ -118,11 +112,51 @@ def main() -> None:
     else:
         print(f"train_mfu: {100 * out['mfu']:.1f} % ratio={out['mfu']:.3f} vs {out['device']} dense bf16 peak "
               f"({peak / 1e12:.0f} TFLOP/s)")
+    if a.pre_encoded:
+        out["pre_encoded"] = pre_encoded_bench(root, cfg, a, out["steps_per_s"])
     if a.ckpt:
         out["checkpoint"] = checkpoint_bench(root / "ckpt", a.ckpt_preset)
     if a.json:
         a.json.write_text(json.dumps(out, indent=2))
     shutil.rmtree(root, ignore_errors=True)
+
+
+def measured_figures(run_dir: Path, a: argparse.Namespace) -> dict:
+    """Steps/s, tokens/s, data wait, TFLOP/s and MFU over the logged intervals after the warm-up one."""
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    measured = [r for r in records if r["step"] > a.warmup]
+    seconds = sum(a.warmup / r["steps_per_s"] for r in measured)  # each record is one interval of a.warmup steps
+
+    def mean(key: str, digits: int):
+        return round(sum(r[key] * a.warmup / r["steps_per_s"] for r in measured) / seconds, digits)
+
+    return {"steps_measured": a.warmup * len(measured), "steps_per_s": round(a.warmup * len(measured) / seconds, 3),
+            "tokens_per_s": mean("tokens_per_s", 1), "data_wait_share": mean("data_wait_share", 4),
+            "achieved_tflops_per_device": mean("tflops_per_s_per_device", 4),
+            "mfu": None if measured[0]["mfu"] is None else mean("mfu", 4)}
+
+
+def pre_encoded_bench(root: Path, cfg: TrainConfig, a: argparse.Namespace, raw_steps_per_s: float) -> dict:
+    """The same run on the same samples, pre-encoded by `datagen encode` (data.latents): no VAE or T5 per step."""
+    import dataclasses
+    import time
+
+    from datagen.train.encode import encode_dataset
+
+    t0 = time.perf_counter()
+    summary = encode_dataset(cfg.data.datasets[0], str(root / "latents"), cfg.model.text_encoder, cfg.model.vae,
+                             cfg.data, cfg.precision, a.device, batch_size=a.batch_size)
+    encode_s = time.perf_counter() - t0
+    pre = dataclasses.replace(cfg, run_dir=str(root / "run_pre"),
+                              data=dataclasses.replace(cfg.data, latents=[str(root / "latents")]))
+    run(pre)
+    figures = measured_figures(root / "run_pre", a)
+    ratio = figures["steps_per_s"] / raw_steps_per_s
+    print(f"# encode: {summary.samples} samples in {encode_s:.1f} s ({summary.samples / encode_s:.1f} samples/s, "
+          f"once per dataset)")
+    print(f"train_pre_encoded: {figures['steps_per_s']:.2f} steps/s ratio={ratio:.2f} vs raw_encoders "
+          f"(data wait {100 * figures['data_wait_share']:.2f} %)")
+    return {**figures, "encode_s": round(encode_s, 2), "ratio_vs_raw": round(ratio, 3)}
 
 
 def _ckpt_worker(rank: int, world: int, port: int, preset: str, root: str, out: str) -> None:
