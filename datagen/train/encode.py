@@ -116,7 +116,8 @@ def encode_shard(src: Location, dst: Location, rel: str, enc: FrozenEncoders, to
         encoded: dict[str, dict[str, bytes]] = {}
         nb = data.max_base_tokens
         for bucket, group in bucketed(recorded(raw_samples([src.url_of(rel)])), buckets, batch_size):
-            batch = collate(group, buckets[bucket], tokenizer, data, fixed=True)  # fixed lengths: a prefix serves "mask"
+            # prompts at the fixed lengths: text_padding "attend" uses them whole, "mask" a prefix of them
+            batch = collate(group, buckets[bucket], tokenizer, data, fixed=True)
             if batch is None:
                 continue
             inputs = encode_batch(enc, batch)

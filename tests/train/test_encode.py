@@ -82,7 +82,7 @@ def _losses(run_dir: Path) -> list[float]:
 
 
 def test_training_on_pre_encoded_equals_raw(tmp_path, tiny_models, monkeypatch):
-    """Same seed, same data: the same loss curve, and the text encoder is never called."""
+    """Same seed, same data: the same loss curve, and neither encoder runs (the VAE decodes the preview)."""
     ds = write_dataset(tmp_path / "ds", {0: 4, 1: 6, 6: 4}, samples_per_shard=3)
     out = str(tmp_path / "lat")
     raw_cfg = tiny_config(tmp_path / "raw", tiny_models, ds, steps=4)
@@ -94,6 +94,7 @@ def test_training_on_pre_encoded_equals_raw(tmp_path, tiny_models, monkeypatch):
     pre_cfg = tiny_config(tmp_path / "pre", tiny_models, ds, steps=4)
     pre_cfg.data.shuffle_buffer_mb = 1e-6
     pre_cfg.data.latents = [out]
+    pre_cfg.sample.every_steps = 4  # a preview at the last step: the VAE decoder is all it needs
 
     def no_encoder(*args, **kwargs):
         raise AssertionError("an encoder ran on pre-encoded data")
@@ -104,6 +105,7 @@ def test_training_on_pre_encoded_equals_raw(tmp_path, tiny_models, monkeypatch):
     raw_losses, pre_losses = _losses(tmp_path / "raw"), _losses(tmp_path / "pre")
     assert len(pre_losses) == 4 and len(set(raw_losses)) > 1
     assert pre_losses == pytest.approx(raw_losses, rel=1e-5)
+    assert (tmp_path / "pre" / "samples" / "step_00000004.png").stat().st_size > 0
 
 
 def test_trainer_refuses_other_encoders_or_buckets(tmp_path, tiny_models):
