@@ -37,6 +37,7 @@ from datagen.io.reader import shard_urls, to_sample
 from datagen.io.storage import Location
 from datagen.media import decode_image
 from datagen.train.model import ROLE_INDEX
+from datagen.train.preencoded import BASE, CONTEXT, LATENTS, npy_tensor, sidecar_pairs
 from schemas.sample import SampleRecord
 from schemas.tasks import TASKS, ImageKind, task as task_spec
 
@@ -197,8 +198,6 @@ def bucketed(raws: Iterator[dict], buckets: list[tuple[int, int]], batch_size: i
 def sample_frames(raw: dict, size_hw: tuple[int, int], pre_encoded: bool) -> list[tuple[torch.Tensor, int]]:
     """One sample's frames (inputs in role order, then the target) with their role indices: decoded and
     resized pixels, or the latents `datagen encode` stored (see datagen/train/preencoded.py)."""
-    from datagen.train.preencoded import LATENTS, npy_tensor
-
     rec = raw["record"]
     refs = [*rec.prompt.images, rec.target]
     roles = [ROLE_INDEX[r.role] for r in refs]
@@ -218,8 +217,6 @@ def collate(raws: list[dict], size_hw: tuple[int, int], tokenizer, cfg: DataConf
     (`fixed`: padded to the max lengths) and, when pre-encoded, the prompts' text-encoder states cut to them.
 
     A sample whose images cannot be decoded is skipped with a warning; None when none is left."""
-    from datagen.train.preencoded import BASE, CONTEXT, npy_tensor
-
     frames, tasks, base, context, keys, states = [], [], [], [], [], []
     for raw in raws:
         rec = raw["record"]
@@ -277,8 +274,6 @@ class ShardStream(IterableDataset):
             raise UserError("data.datasets is empty; list the dataset directories (the --output of datagen run)")
         wanted = {task_spec(k).id: float(v) for k, v in self.cfg.task_weights.items()} or None
         if self.cfg.latents:
-            from datagen.train.preencoded import sidecar_pairs
-
             sidecar_pairs(self.cfg)  # one sidecar per dataset
         urls: dict[int, list[str]] = {}
         for ds in self.cfg.latents or self.cfg.datasets:  # a sidecar has the dataset's shard layout and keys
