@@ -14,6 +14,7 @@ still fails is left for the next run, which retries every transient failure.
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Mapping, Sequence, TypeVar
@@ -35,8 +36,14 @@ class Resources:
     # sized from the cluster's CPUs and GPUs at the start of the run (datagen/pipeline/sizing.py).
     concurrency: int | None = None
     min_concurrency: int = 1  # model stages: actors kept loaded all run; the pool autoscales above it
+    # Batches one actor works on at once (threads). Above 1 only where the stage's backend
+    # overlaps them (a vLLM engine loop, an HTTP client): the next batch's requests queue
+    # while this one's slowest finish, so the engine never drains at a batch's end.
+    batches_in_flight: int = 1
 
     def __post_init__(self):
+        if self.batches_in_flight < 1:
+            raise ValueError(f"batches_in_flight must be >= 1, got {self.batches_in_flight}")
         if self.min_concurrency < 1 or (self.concurrency is not None and self.concurrency < 1):
             raise ValueError(f"concurrency and min_concurrency must be >= 1, got {self.concurrency}, {self.min_concurrency}")
         if self.concurrency is not None and self.min_concurrency > self.concurrency:
@@ -56,7 +63,6 @@ class Stage:
     """Base class: subclasses set `name`, take their Config in `__init__`, implement `process`."""
 
     name: ClassVar[str] = "stage"
-    last_cost: BatchCost = BatchCost()  # the stage's own timer, read by the runner after each call
     # In-run retries of rows that failed here with a reason in RETRIED_IN_RUN, each after
     # `retry_backoff_s x 2^attempt`. 0 by default: the caption and judge clients retry their
     # service themselves, and CPU stages read storage through s3fs, which retries too.
@@ -67,9 +73,16 @@ class Stage:
         """Healthy rows in, rows out (1:1, 1:N, or marked failed; never silently dropped)."""
         raise NotImplementedError
 
+    @property
+    def last_cost(self) -> BatchCost:
+        """What this thread's last call cost: the stage's own timer, read by the runner after each call."""
+        return getattr(_calls, "costs", {}).get(id(self), BatchCost())
+
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, list]:
-        """One batch (dict of columns or pyarrow.Table) in, a dict of columns out."""
-        cpu0, wall0 = time.process_time(), time.perf_counter()
+        """One batch (dict of columns or pyarrow.Table) in, a dict of columns out. Thread-safe
+        where `process` is: an actor with `batches_in_flight` > 1 runs several calls at once."""
+        clock = self._busy_clock()
+        clock.enter()
         rows = batch_to_rows(batch)
         failed = [r for r in rows if is_failure_mark(r.get(FAILED_STAGE))]
         healthy = [r for r in rows if not is_failure_mark(r.get(FAILED_STAGE))]
@@ -81,8 +94,15 @@ class Stage:
                 r.setdefault(c, None)
         columns = list(dict.fromkeys([c for r in out for c in r] or list(batch)))
         result = rows_to_batch(out, columns)
-        self.last_cost = BatchCost(time.process_time() - cpu0, time.perf_counter() - wall0, len(rows))
+        cpu_s, wall_s = clock.exit()
+        if not hasattr(_calls, "costs"):
+            _calls.costs = {}
+        _calls.costs[id(self)] = BatchCost(cpu_s, wall_s, len(rows))
         return result
+
+    def _busy_clock(self) -> "BusyClock":
+        with _clock_lock:  # two first calls at once must share one clock
+            return self.__dict__.setdefault("_clock", BusyClock())
 
 
     def _process_retrying(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -109,6 +129,43 @@ class Stage:
         return out
 
 
+class BusyClock:
+    """The time a stage's calls were running, counted once where calls overlap.
+
+    Each call is charged the busy time (wall and process CPU) that accrued since the last
+    call returned, so the charges of overlapping calls add up to the union of their
+    intervals, not to the sum: 4 batches in flight for 10 s are 10 GPU-seconds, not 40."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._active = 0
+        self._since = (0.0, 0.0)  # (wall, cpu) when the current busy period began
+        self._total = [0.0, 0.0]  # busy wall and cpu seconds of finished periods
+        self._charged = [0.0, 0.0]  # what earlier calls were charged
+
+    def enter(self) -> None:
+        with self._lock:
+            if self._active == 0:
+                self._since = (time.perf_counter(), time.process_time())
+            self._active += 1
+
+    def exit(self) -> tuple[float, float]:
+        """(cpu_s, wall_s) this call is charged."""
+        with self._lock:
+            now = (time.perf_counter(), time.process_time())
+            busy = [self._total[k] + now[k] - self._since[k] for k in (0, 1)]
+            self._active -= 1
+            if self._active == 0:
+                self._total = busy
+            else:  # the period goes on: count from here next time
+                self._total, self._since = busy, now
+            charge = [busy[k] - self._charged[k] for k in (0, 1)]
+            self._charged = busy
+            return charge[1], charge[0]
+
+
+_calls = threading.local()  # each thread's last cost per stage instance (id -> BatchCost)
+_clock_lock = threading.Lock()
 _INPUT_TAG = "_stage_input_index"  # private to _process_retrying: never leaves the stage
 RETRIED_IN_RUN = frozenset({"model_error"})  # OOM is split down to single rows already (split_on_oom)
 

@@ -47,7 +47,9 @@ class CaptionConfig:
     max_text_chars: int = 300  # bound on each caption/instruction string
     max_objects: int = 8
     engine_args: dict[str, Any] = field(default_factory=dict)  # vllm-engine: extra vllm.LLM kwargs (max_model_len, ...)
-    resources: Resources = field(default_factory=lambda: Resources(num_cpus=1, num_gpus=1, batch_size=64))
+    # batches_in_flight 4: vllm-engine/-server keep the engine fed across Ray batches (transformers serializes them)
+    resources: Resources = field(default_factory=lambda: Resources(num_cpus=1, num_gpus=1, batch_size=64,
+                                                                   batches_in_flight=4))
 
     def __post_init__(self):
         for name in ("max_retries", "max_objects"):

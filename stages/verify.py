@@ -59,7 +59,9 @@ class VerifyConfig:
     max_text_chars: int = 120  # bound on each failing part
     max_failing_parts: int = 4
     engine_args: dict[str, Any] = field(default_factory=dict)  # vllm-engine: extra vllm.LLM kwargs
-    resources: Resources = field(default_factory=lambda: Resources(num_cpus=1, num_gpus=1, batch_size=64, concurrency=1))
+    # batches_in_flight 4: as caption's, the judge's engine stays fed across Ray batches
+    resources: Resources = field(default_factory=lambda: Resources(num_cpus=1, num_gpus=1, batch_size=64, concurrency=1,
+                                                                   batches_in_flight=4))
 
     def __post_init__(self):
         if not MIN_SCORE <= self.min_score <= MAX_SCORE:

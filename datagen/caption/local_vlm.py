@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 
 import torch
 from PIL import Image
@@ -49,6 +50,9 @@ class TransformersVLM:
         self._compiler = xgr.GrammarCompiler(info)
         self._grammars: dict[str, object] = {}  # schema JSON -> compiled grammar (frames share sizes)
         self._xgr = xgr
+        # One generate at a time: an actor with batches in flight shares this model, and the
+        # seeded RNG of a sampled retry is process-wide.
+        self._lock = threading.Lock()
 
     def _grammar(self, schema: dict):
         key = json.dumps(schema)  # not sorted: property order is the generation order
@@ -72,6 +76,10 @@ class TransformersVLM:
         return {**enc, "pixel_values": vision["pixel_values"].to(self.model.dtype), "image_grid_thw": vision["image_grid_thw"]}
 
     def generate(self, requests: list[CaptionRequest], sampling: Sampling) -> list[str | BackendError]:
+        with self._lock:
+            return self._generate_batch(requests, sampling)
+
+    def _generate_batch(self, requests: list[CaptionRequest], sampling: Sampling) -> list[str | BackendError]:
         if sampling.temperature > 0 and len(requests) > 1:
             # One RNG stream per row, so a sampled answer does not depend on its batch-mates
             # (vLLM seeds each request the same way); sampled retries are rare, so unbatched.

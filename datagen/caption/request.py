@@ -12,6 +12,7 @@ class CaptionRequest:
     messages: list[dict[str, Any]]  # OpenAI chat messages, images as base64 data URLs
     images: list[SentImage]  # the same images, for backends that run the model in-process
     schema: dict[str, Any]  # grammar-safe JSON Schema for constrained decoding
+    failed_at: str | None = None  # vllm-server: the endpoint its last attempt failed on; a retry goes elsewhere
 
 
 @dataclass(frozen=True)

@@ -4,10 +4,18 @@ Shared by the caption and verify stages (the same rules for both): a first greed
 then up to `max_retries` sampled ones with a new seed each (a greedy model would repeat
 its bad answer); backend errors wait `retry_backoff_s`, doubled each attempt. An engine
 that raises fails that attempt for the whole batch, never the actor.
+
+A backend that takes requests one at a time (`submit`, a future per request: the vLLM
+engine loop, the HTTP client) gets each retry queued the moment its answer fails, while
+the rest of the batch is still generating: no attempt waits for a slower request's. A
+batch-only backend (in-process transformers) runs attempt by attempt. Both give the same
+answers: attempt k of a request has the same temperature and seed either way.
 """
 from __future__ import annotations
 
+import heapq
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Any, Callable, Protocol
 
 from datagen.caption.request import BackendError, CaptionBackend, CaptionRequest, Sampling
@@ -26,9 +34,16 @@ class RetryPolicy(Protocol):
 Check = Callable[[int, str], tuple[Any, str, str]]
 
 
+def sampling_for(policy: RetryPolicy, attempt: int) -> Sampling:
+    temperature = policy.temperature if attempt == 0 else max(policy.temperature, policy.retry_temperature)
+    return Sampling(temperature, policy.max_new_tokens, policy.seed + attempt)
+
+
 def ask_with_retries(backend: CaptionBackend, requests: dict[int, CaptionRequest], check: Check,
                      policy: RetryPolicy) -> tuple[dict[int, Any], dict[int, tuple[str, str]]]:
     """(accepted value per index, (reason, detail) of the last failure per index left over)."""
+    if callable(getattr(backend, "submit", None)):
+        return _ask_streaming(backend, requests, check, policy)
     accepted: dict[int, Any] = {}
     last_error: dict[int, tuple[str, str]] = {}
     pending = list(requests)
@@ -37,10 +52,8 @@ def ask_with_retries(backend: CaptionBackend, requests: dict[int, CaptionRequest
             break
         if attempt and any(last_error[i][0] == "backend_error" for i in pending):
             time.sleep(policy.retry_backoff_s * 2 ** (attempt - 1))
-        temperature = policy.temperature if attempt == 0 else max(policy.temperature, policy.retry_temperature)
-        sampling = Sampling(temperature, policy.max_new_tokens, policy.seed + attempt)
         try:
-            answers = backend.generate([requests[i] for i in pending], sampling)
+            answers = backend.generate([requests[i] for i in pending], sampling_for(policy, attempt))
         except Exception as e:  # an engine crash fails this attempt for the batch, not the actor
             answers = [BackendError(f"{type(e).__name__}: {e}")] * len(pending)
         still = []
@@ -59,3 +72,58 @@ def ask_with_retries(backend: CaptionBackend, requests: dict[int, CaptionRequest
         pending = still
     attempts = 1 + policy.max_retries
     return accepted, {i: (last_error[i][0], f"after {attempts} attempts: {last_error[i][1]}") for i in pending}
+
+
+def _ask_streaming(backend: Any, requests: dict[int, CaptionRequest], check: Check,
+                   policy: RetryPolicy) -> tuple[dict[int, Any], dict[int, tuple[str, str]]]:
+    """Every request's attempts as a chain of its own: a failed answer's next attempt is
+    submitted at once (a backend error's after its backoff), whatever the others are doing."""
+    accepted: dict[int, Any] = {}
+    last_error: dict[int, tuple[str, str]] = {}
+    attempt = dict.fromkeys(requests, 0)
+    in_flight: dict[Future, int] = {}
+    backoff: list[tuple[float, int]] = []  # (due, index): backend errors waiting out their backoff
+
+    def submit(i: int) -> None:
+        try:
+            in_flight[backend.submit(requests[i], sampling_for(policy, attempt[i]))] = i
+        except Exception as e:  # noqa: BLE001 -- a backend that cannot take it fails this attempt
+            done: Future = Future()
+            done.set_result(BackendError(f"{type(e).__name__}: {e}"))
+            in_flight[done] = i
+
+    for i in requests:
+        submit(i)
+    while in_flight or backoff:
+        while backoff and backoff[0][0] <= time.monotonic():
+            submit(heapq.heappop(backoff)[1])
+        if not in_flight:
+            time.sleep(max(0.0, backoff[0][0] - time.monotonic()))
+            continue
+        timeout = max(0.0, backoff[0][0] - time.monotonic()) if backoff else None
+        done, _ = wait(list(in_flight), timeout=timeout, return_when=FIRST_COMPLETED)
+        for future in done:
+            i = in_flight.pop(future)
+            try:
+                answer = future.result()
+            except Exception as e:  # noqa: BLE001 -- an engine crash fails the attempt, not the actor
+                answer = BackendError(f"{type(e).__name__}: {e}")
+            if isinstance(answer, BackendError):
+                last_error[i] = ("backend_error", str(answer))
+            else:
+                value, reason, detail = check(i, answer)
+                if value is not None:
+                    accepted[i] = value
+                    last_error.pop(i, None)
+                    continue
+                last_error[i] = (reason, detail)
+            if attempt[i] >= policy.max_retries:
+                continue
+            attempt[i] += 1
+            if isinstance(answer, BackendError):
+                heapq.heappush(backoff, (time.monotonic() + policy.retry_backoff_s * 2 ** (attempt[i] - 1), i))
+            else:
+                submit(i)
+    attempts = 1 + policy.max_retries
+    left = [i for i in requests if i not in accepted]
+    return accepted, {i: (last_error[i][0], f"after {attempts} attempts: {last_error[i][1]}") for i in left}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import httpx
 
@@ -36,9 +36,12 @@ class VllmServer:
         # given in the config also lets provenance hash the weights the server loaded.
         self.revision = revision or (weights_revision(model) if model else "unknown")
 
-    def _endpoint(self) -> str:
+    def _endpoint(self, avoid: str | None) -> str:
         with self._lock:
-            return self.endpoints[next(self._next) % len(self.endpoints)]
+            url = self.endpoints[next(self._next) % len(self.endpoints)]
+            if url == avoid and len(self.endpoints) > 1:
+                url = self.endpoints[next(self._next) % len(self.endpoints)]
+            return url
 
     def _body(self, request: CaptionRequest, sampling: Sampling) -> dict:
         body = {
@@ -50,17 +53,34 @@ class VllmServer:
         return body
 
     def _one(self, request: CaptionRequest, sampling: Sampling) -> str | BackendError:
-        url = self._endpoint() + "/chat/completions"
+        answer = self._ask(request, sampling)
+        request.failed_at = request.failed_at if not isinstance(answer, BackendError) else answer.endpoint
+        return answer
+
+    def _ask(self, request: CaptionRequest, sampling: Sampling) -> str | BackendError:
+        endpoint = self._endpoint(request.failed_at)
+        url = endpoint + "/chat/completions"
         try:
             resp = self.client.post(url, json=self._body(request, sampling))
         except httpx.HTTPError as e:
-            return BackendError(f"{url}: {type(e).__name__}: {e}")
+            return _failed(endpoint, f"{url}: {type(e).__name__}: {e}")
         if resp.status_code != 200:
-            return BackendError(f"{url}: HTTP {resp.status_code}: {resp.text[:300]}")
+            return _failed(endpoint, f"{url}: HTTP {resp.status_code}: {resp.text[:300]}")
         try:
             return resp.json()["choices"][0]["message"]["content"] or ""
         except (ValueError, KeyError, IndexError, TypeError) as e:
-            return BackendError(f"{url}: unexpected reply ({type(e).__name__}: {e}): {resp.text[:300]}")
+            return _failed(endpoint, f"{url}: unexpected reply ({type(e).__name__}: {e}): {resp.text[:300]}")
 
     def generate(self, requests: list[CaptionRequest], sampling: Sampling) -> list[str | BackendError]:
         return list(self.pool.map(lambda r: self._one(r, sampling), requests))
+
+    def submit(self, request: CaptionRequest, sampling: Sampling) -> Future:
+        """One request's answer, later: the pool's `requests_in_flight` threads serve every
+        batch the actor has in flight, so the server is never left without work between batches."""
+        return self.pool.submit(self._one, request, sampling)
+
+
+def _failed(endpoint: str, detail: str) -> BackendError:
+    error = BackendError(detail)
+    error.endpoint = endpoint
+    return error

@@ -26,13 +26,24 @@ class StageCompute:
     kind: Literal["tasks", "actors"]
     min_size: int  # actors loaded all run (tasks: 1)
     max_size: int  # most actors, or most tasks in flight
+    calls_per_actor: int = 1  # batches one actor runs at once (Resources.batches_in_flight)
 
     def ray_strategy(self) -> Any:
         import ray
 
         if self.kind == "tasks":
             return ray.data.TaskPoolStrategy(size=self.max_size)
-        return ray.data.ActorPoolStrategy(min_size=self.min_size, max_size=self.max_size)
+        if self.calls_per_actor == 1:
+            return ray.data.ActorPoolStrategy(min_size=self.min_size, max_size=self.max_size)
+        # Ray runs an actor's calls one at a time unless told that the UDF itself is thread-safe
+        return ray.data.ActorPoolStrategy(min_size=self.min_size, max_size=self.max_size,
+                                          max_concurrent_calls_per_actor=self.calls_per_actor,
+                                          enable_true_multi_threading=True)
+
+    @property
+    def slots(self) -> int:
+        """Batches the stage can work on at once, all workers together (busy share's denominator)."""
+        return self.max_size * self.calls_per_actor
 
 
 def resident(res: Resources, unit: Literal["CPU", "GPU"]) -> float:
@@ -57,7 +68,7 @@ def plan_compute(cfg: Any, cluster: Mapping[str, float]) -> dict[str, StageCompu
     for name in cfg.model_stages:
         res = cfg.section(name).resources
         most = res.concurrency if res.concurrency is not None else _fit(res, cpus, gpus)
-        plan[name] = StageCompute("actors", res.min_concurrency, max(res.min_concurrency, most))
+        plan[name] = StageCompute("actors", res.min_concurrency, max(res.min_concurrency, most), res.batches_in_flight)
     free_cpus = max(0.0, cpus - sum(resident(cfg.section(n).resources, "CPU") for n in cfg.model_stages))
     for name in CPU_STAGES:
         res = getattr(cfg, name).resources

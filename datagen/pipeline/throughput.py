@@ -92,4 +92,4 @@ def run_throughput(ds: Any, cfg: Any) -> dict[str, Any]:
     plan = plan_compute(cfg, ray.cluster_resources())
     shots = ["shots", "transnet"] if cfg.shots.detector == "transnetv2" else ["shots"]  # as run.build_dataset maps them
     order = [CPU_STAGES[0], *shots, CPU_STAGES[2], *cfg.model_stages, CPU_STAGES[3]]
-    return stage_throughput(operator_times(ds.get_stats_summary()), order, {k: v.max_size for k, v in plan.items()})
+    return stage_throughput(operator_times(ds.get_stats_summary()), order, {k: v.slots for k, v in plan.items()})

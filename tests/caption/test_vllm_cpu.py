@@ -137,5 +137,11 @@ def test_vllm_engine_backend_in_the_vllm_venv(vllm_python, model_dir):
     assert prov["params"]["backend"] == "vllm-engine" and prov["model_id"] == model_dir
     for i, single in enumerate(result["singles"]):
         assert (single[C.CAPTION][0], single[C.FAILED_REASON][0]) == (out[C.CAPTION][i], out[C.FAILED_REASON][i])
+    # the engine loop: batches in flight together get the answers they get alone, and the
+    # batch-wide LLM.chat path (the barrier baseline) the same as the loop
+    for together, alone in zip(result["together"], result["alone"]):
+        assert_all_captions_valid(together)
+        assert together[C.CAPTION] == alone[C.CAPTION]
+    assert result["barrier"][C.CAPTION] == out[C.CAPTION]
     assert_all_verdicts_valid(result["verify"])
     assert json.loads(result["verify"][C.provenance_column("verify")][0])["params"]["backend"] == "vllm-engine"

@@ -126,3 +126,40 @@ def test_requests_are_in_flight_together():
         server.gate = threading.Barrier(n)  # each handler waits until all n requests have arrived
         out = stage([server.url], requests_in_flight=8)(rows(*["good"] * n))
     assert out[C.FAILED_REASON] == [None] * n and server.max_in_flight == n
+
+
+def test_a_retry_is_queued_while_the_batch_s_slow_request_is_still_out():
+    # The slow request answers only once the other request's retry has arrived: a retry
+    # that waited for the whole batch (a barrier) would never come, and the slow one times out.
+    retried = threading.Event()
+
+    def slow_script(body, n):
+        if case_of(body) == "bad_then_good" and n == 2:
+            retried.set()
+        if case_of(body) == "slow":
+            return 200, answer() if retried.wait(timeout=10) else answer(instruction="barrier")
+        return script(body, n)
+
+    with FakeOpenAI(slow_script, lambda body: case_of(body)) as server:
+        out = stage([server.url])(rows("slow", "bad_then_good"))
+    assert out[C.FAILED_REASON] == [None, None]
+    assert json.loads(out[C.CAPTION][0])["instruction"] == "make the dog lie down"
+
+
+def test_batches_in_flight_on_one_actor_share_its_requests():
+    # Ray runs an actor's batches in threads when resources.batches_in_flight > 1: two
+    # batches of 2 must reach the server together (4 at once), not one batch after the other.
+    with FakeOpenAI(script, case_of) as server:
+        server.gate = threading.Barrier(4)
+        s = stage([server.url], requests_in_flight=8)
+        outs = [None, None]
+
+        def call(k):
+            outs[k] = s(rows("good", "good"))
+
+        threads = [threading.Thread(target=call, args=(k,)) for k in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert [o[C.FAILED_REASON] for o in outs] == [[None, None]] * 2 and server.max_in_flight == 4

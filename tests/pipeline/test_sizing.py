@@ -71,3 +71,15 @@ def test_ray_strategies_match_the_plan():
     caption, pairs = plan["caption"].ray_strategy(), plan["pairs"].ray_strategy()
     assert isinstance(caption, ray_data.ActorPoolStrategy) and (caption.min_size, caption.max_size) == (1, 1)
     assert isinstance(pairs, ray_data.TaskPoolStrategy) and pairs.size == 32 - 17
+
+
+def test_a_vlm_actor_runs_several_batches_at_once_on_the_gpu_profile_and_one_on_the_cpu_profile():
+    ray_data = pytest.importorskip("ray.data")
+    gpu = plan_compute(load_config("gpu"), {"CPU": 32.0, "GPU": 2.0})
+    strategy = gpu["caption"].ray_strategy()
+    assert (strategy.max_concurrent_calls_per_actor, strategy.enable_true_multi_threading) == (4, True)
+    assert gpu["caption"].slots == 2 * 4 and gpu["segment"].calls_per_actor == 1
+    cpu = plan_compute(load_config("cpu"), {"CPU": 2.0})
+    assert cpu["caption"].calls_per_actor == 1 and cpu["caption"].ray_strategy().max_concurrent_calls_per_actor is None
+    with pytest.raises(UserError, match="batches_in_flight"):
+        load_config("gpu", ["caption.resources.batches_in_flight=0"])
