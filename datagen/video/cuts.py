@@ -26,6 +26,12 @@ import numpy as np
 from datagen.video.motion import frame_shifts
 
 
+# Frames per block of the detector's per-frame float work. Its arrays are a few copies of the
+# thumbnails as float32/int64 (4-8x their bytes each): done at once over a 10-minute window they
+# peaked at ~110 MiB for 1,600 thumbnails (tracemalloc, bench/scale.py's 2-hour video), and grow
+# with the window; in blocks they stay ~10 MB, whatever the window. Rows are computed one by one
+# either way, so the results are the same to the bit.
+BLOCK_FRAMES = 256
 GRADUAL_SHRINK = 2  # the gradual test reads 32x24 averages of the 64x48 thumbnails (16x12 lets moving shots pass)
 
 
@@ -99,13 +105,36 @@ def _changes(a: np.ndarray, b: np.ndarray, cfg: CutConfig) -> np.ndarray:
     return np.where(flat, jump.astype(np.float64), 1.0 - ncc.astype(np.float64))
 
 
+def _changes_at(rows: np.ndarray, ia: np.ndarray, ib: np.ndarray, cfg: CutConfig) -> np.ndarray:
+    """`_changes(rows[ia], rows[ib])`, BLOCK_FRAMES rows at a time in float32."""
+    out = np.empty(len(ia))
+    for s in range(0, len(ia), BLOCK_FRAMES):
+        block = slice(s, s + BLOCK_FRAMES)
+        out[block] = _changes(rows[ia[block]].astype(np.float32), rows[ib[block]].astype(np.float32), cfg)
+    return out
+
+
 def step_changes(thumbs: np.ndarray, cfg: CutConfig) -> np.ndarray:
     """Change from each decoded frame's predecessor to it (0 for the first): the cut signal."""
     n = len(thumbs)
-    f32 = thumbs.reshape(n, -1).astype(np.float32)
     d = np.zeros(n)
-    d[1:] = _changes(f32[:-1], f32[1:], cfg)
+    d[1:] = _changes_at(thumbs.reshape(n, -1), np.arange(n - 1), np.arange(1, n), cfg)
     return d
+
+
+def _dark_bright_levels(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of uint8 `flat`: its 98th and 2nd percentile levels (0-1), by counting (uint8
+    histograms: np.percentile sorts every row, ~10x slower), BLOCK_FRAMES rows at a time."""
+    n, p = flat.shape
+    p98, p2 = np.empty(n), np.empty(n)
+    for s in range(0, n, BLOCK_FRAMES):
+        block = flat[s:s + BLOCK_FRAMES]
+        m = len(block)
+        cum = np.cumsum(np.bincount((block.astype(np.int64) + 256 * np.arange(m)[:, None]).ravel(),
+                                    minlength=256 * m).reshape(m, 256), axis=1)
+        p98[s:s + m] = np.argmax(cum >= 0.98 * p, axis=1) / 255.0
+        p2[s:s + m] = np.argmax(cum > 0.02 * p, axis=1) / 255.0
+    return p98, p2
 
 
 def local_level(d: np.ndarray, k: int, cfg: CutConfig) -> float:
@@ -134,21 +163,16 @@ def detect(index: np.ndarray, thumbs: np.ndarray, times_s: np.ndarray, cfg: CutC
     n = len(index)
     flat = thumbs.reshape(n, -1)
     bright = flat.mean(1) / 255.0
-    # percentiles by counting (uint8 histograms): np.percentile sorts every row, ~10x slower
-    rows = (flat.astype(np.int64) + 256 * np.arange(n)[:, None]).ravel()
-    cum = np.cumsum(np.bincount(rows, minlength=256 * n).reshape(n, 256), axis=1)
-    p98 = np.argmax(cum >= 0.98 * flat.shape[1], axis=1) / 255.0
-    p2 = np.argmax(cum > 0.02 * flat.shape[1], axis=1) / 255.0
+    p98, p2 = _dark_bright_levels(flat)
     status = np.array(["ok"] * n, dtype=object)
     status[p98 < cfg.black_max] = "black"
     status[p2 > cfg.blown_min] = "blown"
-    f32 = flat.astype(np.float32)
     d = step_changes(thumbs, cfg)
     spike = np.zeros(n, bool)
     back = d.copy()  # (first and last frame: no neighbour on one side, the step itself stands in)
     if n > 2:  # flashes and glitches: unlike both neighbours, which are alike
         low = np.minimum(d[1:-1], d[2:])
-        back[1:-1] = _changes(f32[:-2], f32[2:], cfg)
+        back[1:-1] = _changes_at(flat, np.arange(n - 2), np.arange(2, n), cfg)
         spike[1:-1] = (low > cfg.cut_min_change / 2) & (back[1:-1] < cfg.transient_ratio * low)
     status[spike & (status == "ok")] = "transient"
     good = (status != "black") & ~spike
@@ -163,7 +187,7 @@ def detect(index: np.ndarray, thumbs: np.ndarray, times_s: np.ndarray, cfg: CutC
                 continue
             cuts_pos.append(k)
     if given is None:
-        transitions = _gradual(index, f32.reshape(thumbs.shape), status, cfg)
+        transitions = _gradual(index, thumbs, status, cfg)
         # a transition found around a hard cut is the cut's (a blend's steps are small, a cut's one step large)
         transitions = [(a, b) for a, b in transitions
                        if not any(a <= index[k] <= b and d[k] > cfg.gradual_max_step for k in cuts_pos)]
@@ -198,7 +222,11 @@ def _gradual(index: np.ndarray, thumbs: np.ndarray, status: np.ndarray, cfg: Cut
     """Spans (first, last frame) where frames lie between two unrelated pictures: dissolves and wipes."""
     n = len(index)
     f = GRADUAL_SHRINK
-    small = thumbs.reshape(n, thumbs.shape[1] // f, f, thumbs.shape[2] // f, f).mean((2, 4)).reshape(n, -1)
+    shape = (thumbs.shape[1] // f, f, thumbs.shape[2] // f, f)
+    small = np.zeros((n, shape[0] * shape[2]), np.float32)  # float32 averages, as the rest of the test reads them
+    for s in range(0, n, BLOCK_FRAMES):
+        small[s:s + BLOCK_FRAMES] = thumbs[s:s + BLOCK_FRAMES].astype(np.float32).reshape(-1, *shape).mean((2, 4)).reshape(
+            -1, shape[0] * shape[2])
     black = np.cumsum(np.r_[0, status == "black"])
     spans: list[tuple[int, int]] = []
     for w in cfg.gradual_widths_frames:
@@ -208,18 +236,9 @@ def _gradual(index: np.ndarray, thumbs: np.ndarray, status: np.ndarray, cfg: Cut
         k = np.flatnonzero(ok)
         if not len(k):
             continue
-        k = k[_changes(small[lo[k]], small[hi[k]], cfg) > cfg.gradual_min_change]
-        if not len(k):
-            continue
-        a, m, b = small[lo[k]], small[k], small[hi[k]]
-        outside = np.maximum(0, np.maximum(np.minimum(a, b) - m, m - np.maximum(a, b))).mean(1)
-        spread = np.abs(a - b).mean(1) + 1e-6
-        mix = ((m - a) * (b - a)).sum(1) / (((b - a) ** 2).sum(1) + 1e-6)
-        blend = np.abs(m - (a + mix[:, None] * (b - a))).mean(1) / spread
-        nearest = np.minimum(np.abs(m - a), np.abs(m - b)).mean(1) / spread
-        hit = k[(outside / spread < cfg.gradual_max_outside) & (mix > cfg.gradual_mix[0]) & (mix < cfg.gradual_mix[1])
-                & ((blend < cfg.gradual_max_blend) | (nearest < cfg.gradual_max_nearest))]
-        spans += [(int(index[i]) - w // 2, int(index[i]) + w // 2) for i in hit]
+        k = k[_changes_at(small, lo[k], hi[k], cfg) > cfg.gradual_min_change]
+        for s in range(0, len(k), BLOCK_FRAMES):
+            spans += _blends(index, small, lo, hi, k[s:s + BLOCK_FRAMES], w, cfg)
     merged: list[tuple[int, int]] = []
     for first, last in sorted(spans):
         if merged and first <= merged[-1][1] + 1:
@@ -227,6 +246,20 @@ def _gradual(index: np.ndarray, thumbs: np.ndarray, status: np.ndarray, cfg: Cut
         else:
             merged.append((first, last))
     return merged
+
+
+def _blends(index: np.ndarray, small: np.ndarray, lo: np.ndarray, hi: np.ndarray, k: np.ndarray, w: int,
+            cfg: CutConfig) -> list[tuple[int, int]]:
+    """Spans of half-width `w` around the frames `k` that look like a blend of frames `lo[k]` and `hi[k]`."""
+    a, m, b = small[lo[k]], small[k], small[hi[k]]
+    outside = np.maximum(0, np.maximum(np.minimum(a, b) - m, m - np.maximum(a, b))).mean(1)
+    spread = np.abs(a - b).mean(1) + 1e-6
+    mix = ((m - a) * (b - a)).sum(1) / (((b - a) ** 2).sum(1) + 1e-6)
+    blend = np.abs(m - (a + mix[:, None] * (b - a))).mean(1) / spread
+    nearest = np.minimum(np.abs(m - a), np.abs(m - b)).mean(1) / spread
+    hit = k[(outside / spread < cfg.gradual_max_outside) & (mix > cfg.gradual_mix[0]) & (mix < cfg.gradual_mix[1])
+            & ((blend < cfg.gradual_max_blend) | (nearest < cfg.gradual_max_nearest))]
+    return [(int(index[i]) - w // 2, int(index[i]) + w // 2) for i in hit]
 
 
 def _place_cut(before: int, after: int, refine, cfg: CutConfig) -> int:
