@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -103,9 +104,13 @@ def shots_json(shots: Shots, grid_index: np.ndarray, decoded_frames: int, skip_n
     })
 
 
-def _scan_bytes(seen: Scan, steps: FrameSteps | None) -> bytes:
+def _scan_bytes(seen: Scan, steps: FrameSteps | None) -> bytearray:
+    """What the pairs stage reads of the scan, packed. Consumes `seen`: its grid images and kept
+    copies move into the buffer one by one (pack_arrays empties the lists), so a window's frames
+    are held once while packing, not three times (the frames, their np.stack, the joined bytes:
+    ~150 MiB of a 10-minute window's 50 MiB, by tracemalloc)."""
     kept = sorted(seen.kept)
-    arrays = dict(grid_index=seen.grid_index, grid_images=np.stack(seen.grid_images))
+    arrays: dict[str, Any] = dict(grid_index=seen.grid_index, grid_images=seen.grid_images)
     if steps is not None:  # the cut signal of every decoded frame: the pairs' continuity check reads it
         arrays.update(step_index=steps.index, step_change=steps.change, step_back=steps.back)
         if steps.shift is not None:
@@ -114,30 +119,60 @@ def _scan_bytes(seen: Scan, steps: FrameSteps | None) -> bytes:
         arrays.update(net_frames=seen.net_frames, thumbs=seen.thumbs)
     if kept and len({(seen.kept[i].format, seen.kept[i].pixels.shape) for i in kept}) == 1:
         first = seen.kept[kept[0]]  # a stream whose frames change format midway keeps none (pairs decodes them)
-        arrays.update(kept_index=np.array(kept, np.int64), kept_pixels=np.stack([seen.kept[i].pixels for i in kept]),
+        arrays.update(kept_index=np.array(kept, np.int64),
                       kept_format=np.array(first.format), kept_size=np.array(first.size, np.int64),
                       kept_colorspace=np.array([seen.kept[i].colorspace for i in kept], np.int64),
-                      kept_color_range=np.array([seen.kept[i].color_range for i in kept], np.int64))
+                      kept_color_range=np.array([seen.kept[i].color_range for i in kept], np.int64),
+                      kept_pixels=[seen.kept.pop(i).pixels for i in kept])
+    seen.grid_images, seen.kept, seen.thumbs = [], {}, None
     return pack_arrays(arrays)
 
 
-def pack_arrays(arrays: dict[str, np.ndarray]) -> bytes:
-    """Named arrays as consecutive .npy records, copied once (np.savez's zip checksums and a
-    growing BytesIO each cost more than the copy: ~30 ms for 12 MB of kept frames)."""
-    chunks: list[Any] = []
-    for a in [np.array(list(arrays)), *arrays.values()]:
-        a = np.asarray(a)
-        a = a if a.flags.c_contiguous else a.copy()  # (not ascontiguousarray: it turns 0-d arrays into 1-d)
+def pack_arrays(arrays: dict[str, np.ndarray | list[np.ndarray]]) -> bytearray:
+    """Named arrays as consecutive .npy records, written once into one buffer (np.savez's zip
+    checksums and a growing BytesIO each cost more than the copy: ~30 ms for 12 MB of kept frames).
+    A list of equal-shaped arrays is stored stacked, and emptied as it is written: an array it held
+    alone is freed as soon as it is copied."""
+    records: list[tuple[bytes, int, Any]] = []  # (header, payload bytes, array or list)
+    for v in [np.array(list(arrays)), *arrays.values()]:
+        if isinstance(v, list):
+            like = v[0] if v else np.empty(0, np.uint8)
+            meta = dict(np.lib.format.header_data_from_array_1_0(like), shape=(len(v), *like.shape))
+        else:
+            v = np.asarray(v)
+            v = v if v.flags.c_contiguous else v.copy()  # (not ascontiguousarray: it turns 0-d arrays into 1-d)
+            meta = np.lib.format.header_data_from_array_1_0(v)
         header = io.BytesIO()
-        np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(a))
-        chunks += [header.getvalue(), memoryview(a.reshape(-1)).cast("B") if a.size else b""]
-    return b"".join(chunks)
+        np.lib.format.write_array_header_1_0(header, meta)
+        records.append((header.getvalue(), math.prod(meta["shape"]) * np.dtype(meta["descr"]).itemsize, v))
+    out = bytearray(sum(len(h) + n for h, n, _ in records))
+    view, pos = memoryview(out), 0
+    for header, nbytes, v in records:
+        view[pos:pos + len(header)] = header
+        pos += len(header)
+        parts = v if isinstance(v, list) else [v]
+        parts.reverse()  # (a list is popped from its end: each frame is released once copied)
+        while parts:
+            a = np.ascontiguousarray(parts.pop()).reshape(-1).view(np.uint8)
+            view[pos:pos + a.size] = a
+            pos += a.size
+    return out
 
 
-def unpack_arrays(data: bytes) -> dict[str, np.ndarray]:
+def unpack_arrays(data: bytes | bytearray) -> dict[str, np.ndarray]:
+    """Inverse of pack_arrays, without copying: the arrays are views of `data` (read-only for bytes)."""
     buf = io.BytesIO(data)
-    names = np.load(buf, allow_pickle=False)
-    return {str(n): np.load(buf, allow_pickle=False) for n in names}
+
+    def record() -> np.ndarray:
+        np.lib.format.read_magic(buf)
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(buf)
+        count = math.prod(shape)
+        a = np.frombuffer(data, dtype, count, buf.tell()).reshape(shape, order="F" if fortran else "C")
+        buf.seek(count * dtype.itemsize, io.SEEK_CUR)
+        return a
+
+    names = record()
+    return {str(n): record() for n in names}
 
 
 def load_shots(row: dict[str, Any]) -> tuple[Shots, np.ndarray, list[np.ndarray], dict[int, KeptFrame]]:
