@@ -30,9 +30,15 @@ WINDOW = "window_json"  # str: the part of a long video this row covers (datagen
 class IngestConfig:
     limits: ProbeLimits = field(default_factory=ProbeLimits)
     # Videos over 1.5x this are scanned and paired in windows of about this length, one row each
-    # (datagen/video/windows.py): memory follows the window, not the file. 10 minutes is what the
-    # scan's grid holds at its 0.5 s step (shots.scan.max_grid_frames). 0: never split.
-    window_s: float = 600.0
+    # (datagen/video/windows.py): memory follows the window, not the file. A window's grid images
+    # and kept copies are what its scan holds (~40 KB per 0.5 s at 128 px), so a window of about a
+    # short video's length keeps an hours-long video's peak RSS at a short one's: 3 minutes gives
+    # 1.11x a 2-minute video (bench/scale.py), 10 minutes gave 1.81x. A pair never spans windows:
+    # at most max_gap_s (4 s) of candidates lost per 3 minutes. 0: never split.
+    window_s: float = 180.0
+    # The per-video pair cap (the pipeline config copies pairs.pairing.max_pairs_per_video here): a
+    # window whose share of it is none is not emitted (datagen/video/windows.py, Window.pair_cap)
+    max_pairs_per_video: int = 16
     storage_options: dict[str, Any] = field(default_factory=dict)  # fsspec options for s3:// etc. (endpoint, anon)
     # probing reads headers and demuxes packets without decoding: cheap, so many files per task
     resources: Resources = field(default_factory=lambda: Resources(num_cpus=1, batch_size=8))
@@ -84,4 +90,5 @@ class IngestStage(Stage):
         windows = plan_windows(info.times_s, self.config.window_s)
         if len(windows) == 1:
             return [row]
-        return [dict(row, **{VIDEO_ID: window_id(row[VIDEO_ID], w), WINDOW: w.to_json()}) for w in windows]
+        return [dict(row, **{VIDEO_ID: window_id(row[VIDEO_ID], w), WINDOW: w.to_json()}) for w in windows
+                if w.pair_cap(self.config.max_pairs_per_video, len(info.times_s)) > 0]

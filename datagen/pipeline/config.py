@@ -80,6 +80,7 @@ class PipelineConfig:
         # The scan keeps its grid frames at the size the pairs stage writes them: one source of truth
         self.shots.scan.frame_short_side_px = self.pairs.short_side_px
         self.shots.scan.frame_max_long_side_px = self.pairs.max_long_side_px
+        self.ingest.max_pairs_per_video = self.pairs.pairing.max_pairs_per_video  # windows share this cap
         unknown = [s for s in self.labels if s not in LABEL_STAGES]
         if unknown:
             raise UserError(f"config labels: unknown stage {unknown[0]!r}; allowed: {', '.join(LABEL_STAGES)}")

@@ -8,7 +8,8 @@ a window cut short by a crash is redone, and its neighbours are untouched. What 
 (thumbnails, grid images, kept frames) therefore grows with the window, not with the file,
 and the scan's grid step stays the configured one. A shot that crosses a window boundary is
 two shots: a pair never spans windows (it loses at most `max_gap_s` of candidates a window).
-The per-video pair cap is shared out by length, so pairs come from the whole video.
+The per-video pair cap is shared out by length, so pairs come from the whole video; a window
+whose share is none (more windows than the cap) is not emitted, so not scanned either.
 """
 from __future__ import annotations
 
@@ -40,10 +41,11 @@ class Window:
 
     def pair_cap(self, cap: int, num_frames: int) -> int:
         """This window's part of the per-video pair cap, by its share of the frames. The parts add up
-        to `cap`, or to the number of windows where there are more windows than `cap`: each window
-        may yield one pair, else a window would be recorded as yielding none for want of a share."""
+        to `cap` whatever the number of windows: with more windows than `cap`, some get none (spread
+        evenly) and ingest does not emit them, so an hours-long video never yields more than `cap`
+        pairs because it has many windows (they used to get one each: 24 pairs from 24 windows)."""
         n = max(num_frames, 1)
-        return max(1, round(cap * (self.last_frame + 1) / n) - round(cap * self.first_frame / n))
+        return round(cap * (self.last_frame + 1) / n) - round(cap * self.first_frame / n)
 
 
 def plan_windows(times_s: np.ndarray, window_s: float) -> list[Window]:

@@ -97,3 +97,22 @@ def test_a_window_that_failed_transiently_is_pending_while_its_neighbours_are_do
     write(loc, [lost], prefix="001abcd-00001-w0000000b-")
     assert run_outcome(loc)["pending_retry"] == {"storage_error": 1}  # not settled by window 0's rows
     assert not ResumeState.load(loc).is_video_done("abc-w001", "file:///v/long.mp4")
+
+
+def test_more_windows_than_the_cap_share_it_without_exceeding_it():
+    times = np.arange(0, 7200, 0.25)  # two hours in 3-minute windows: 40 windows for a cap of 16
+    windows = plan_windows(times, 180)
+    shares = [w.pair_cap(16, len(times)) for w in windows]
+    assert len(windows) == 40 and sum(shares) == 16 and set(shares) == {0, 1}
+    given = [w.first_frame / len(times) for w, n in zip(windows, shares) if n]
+    assert given[0] < 0.05 and given[-1] > 0.9 and max(np.diff(given)) < 0.1  # spread over the whole length
+
+
+def test_ingest_emits_only_the_windows_that_get_a_share_of_the_cap(tmp_path):
+    path = tmp_path / "twelve.mp4"  # 12 minutes at 1 fps in 1-minute windows, a cap of 4: 4 rows
+    write_video(path, [Segment("pan", 720, speed_px=1.0, seed=0)], width=64, height=48, fps=1)
+    rows = C.batch_to_rows(IngestStage(IngestConfig(window_s=60, max_pairs_per_video=4))(
+        C.rows_to_batch([{C.VIDEO_URI: str(path)}])))
+    windows = [Window.from_row(r[WINDOW]) for r in rows]
+    assert len(rows) == 4 and all(w.of == 12 for w in windows)
+    assert [w.index for w in windows] == sorted({w.index for w in windows}) and windows[-1].index >= 9
