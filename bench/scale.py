@@ -234,8 +234,8 @@ def bench_long_videos(work: Path) -> None:
                              capture_output=True, text=True, check=True, cwd=ROOT)
         return json.loads(out.stdout.strip().splitlines()[-1])
 
-    short = run(2, 600)
-    for window_s, label in ((600, "default 10-minute windows"), (120, "2-minute windows, the short video's length")):
+    short = run(2, 180)
+    for window_s, label in ((180, "default 3-minute windows"), (600, "10-minute windows, the old default")):
         long = run(120, window_s)
         t = long["times"]
         quarters = [sum(q * 1800 <= x < (q + 1) * 1800 for x in t) for q in range(4)]
