@@ -91,7 +91,7 @@ class ResumeState:
 
     def summary(self) -> dict[str, int]:
         return {"pairs_done": len(self.done_pairs), "samples_committed": self.samples_committed,
-                "videos_done": len(self.done_videos) + len(self.failed_uris), "videos_listed": len(self.listed)}
+                "videos_listed": len(self.listed)}
 
 
 class ResumeIndex:

@@ -115,20 +115,32 @@ def user_error_message(exc: BaseException) -> str | None:
 
 @dataclass
 class Committed:
-    """What the output holds so far, counted from its tables (parts are read once each)."""
+    """What the output holds so far, counted from its tables (parts are read once each).
+
+    A video is counted by its file: a long video's windows (ids of their own) are one
+    video, done when every window of it seen so far has all its pairs committed or
+    failed as a whole. Ingest emits a file's windows together, so a window not seen yet
+    is rare while its neighbours finish; the count is exact once the run ends."""
 
     samples: int = 0
     failures: int = 0
     pairs_done: int = 0
-    videos_failed: int = 0
-    pairs_per_video: dict[str, int] = field(default_factory=dict)
-    pairs_done_per_video: dict[str, int] = field(default_factory=dict)
+    pairs_per_unit: dict[str, int] = field(default_factory=dict)  # video or window id -> its pairs
+    pairs_done_per_unit: dict[str, int] = field(default_factory=dict)
+    failed_units: set[str] = field(default_factory=set)  # video or window ids that failed as a whole
+    units_of_video: dict[str, set[str]] = field(default_factory=dict)  # video URI -> its video or window ids
     _seen: set[str] = field(default_factory=set)
 
     @property
     def videos_done(self) -> int:
-        done = sum(1 for v, n in self.pairs_per_video.items() if self.pairs_done_per_video.get(v, 0) >= n)
-        return done + self.videos_failed
+        def unit_done(u: str) -> bool:
+            return u in self.failed_units or (u in self.pairs_per_unit
+                                              and self.pairs_done_per_unit.get(u, 0) >= self.pairs_per_unit[u])
+        return sum(1 for units in self.units_of_video.values() if all(unit_done(u) for u in units))
+
+    @property
+    def videos_failed(self) -> int:
+        return sum(1 for units in self.units_of_video.values() if units and units <= self.failed_units)
 
     def update(self, loc: Location) -> None:
         for rel in loc.glob(f"{MANIFEST_DIR}/*.parquet"):
@@ -141,15 +153,17 @@ class Committed:
             if not self._first_time(rel):
                 continue
             with loc.fs.open(loc.path(rel), "rb") as f:
-                t = pq.read_table(f, columns=["pair_key", "video_id", "pairs_in_video"]).to_pydict()
-            for key, vid, n in zip(t["pair_key"], t["video_id"], t["pairs_in_video"]):
+                t = pq.read_table(f, columns=["pair_key", "video_id", "video_uri", "pairs_in_video"]).to_pydict()
+            for key, vid, uri, n in zip(t["pair_key"], t["video_id"], t["video_uri"], t["pairs_in_video"]):
+                unit = vid or uri  # a video that failed before it had an id is known by its URI
+                self.units_of_video.setdefault(uri or unit, set()).add(unit)
                 if key is None:
-                    self.videos_failed += 1
+                    self.failed_units.add(unit)
                     continue
                 self.pairs_done += 1
-                self.pairs_done_per_video[vid] = self.pairs_done_per_video.get(vid, 0) + 1
+                self.pairs_done_per_unit[unit] = self.pairs_done_per_unit.get(unit, 0) + 1
                 if n is not None:
-                    self.pairs_per_video[vid] = n
+                    self.pairs_per_unit[unit] = n
 
     def _first_time(self, rel: str) -> bool:
         if rel in self._seen:

@@ -246,10 +246,13 @@ def stage_yields(loc: Location, videos_in: int, labels: list[str],
                  standing: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Rows in/out per stage, derived from the progress table and the failures that still stand
     (outcome.standing_failures): survives resumes, and a pair a rerun fixed is not a drop."""
-    progress = read_progress(loc).select(["pair_key"]).to_pydict()["pair_key"]
+    progress = read_progress(loc).select(["pair_key", "video_uri"]).to_pydict()
     failures = Counter(f["stage"] for f in standing)
-    pairs = sum(1 for k in progress if k)
-    videos_failed = sum(failures[s] for s in ("ingest", "shots", "pairs"))
+    pairs = sum(1 for k in progress["pair_key"] if k)
+    # a video failed when nothing of it made a pair: a long video's window that failed does not fail its file
+    with_pairs = {u for k, u in zip(progress["pair_key"], progress["video_uri"]) if k}
+    videos_failed = len({f["input_uri"] for f in standing
+                         if f["stage"] in ("ingest", "shots", "pairs") and f["input_uri"] not in with_pairs})
     out: dict[str, dict[str, Any]] = {
         "ingest+shots+pairs": {"in": videos_in, "out": videos_in - videos_failed, "pairs": pairs}}
     n = pairs

@@ -159,3 +159,21 @@ def test_run_summary_is_short_and_names_the_card_and_next_commands():
     assert "card: /data/ds/README.md; load a task: datasets.load_dataset('/data/ds', 'text_to_image')" in lines
     assert "pending retry: 2 (backend_error=2): run the same command again to retry them" in lines
     assert lines[-1] == "next: datagen validate /data/ds · datagen preview /data/ds --out preview.html"
+
+
+def test_a_long_video_s_windows_count_as_one_video_done_when_all_are(tmp_path):
+    loc = Location.parse(str(tmp_path))
+    uri = "file:///long.mp4"
+
+    def window(w: int, pairs: int) -> list[dict]:
+        return [{"pair_key": f"vid-w00{w}/0/{p}", "video_id": f"vid-w00{w}", "video_uri": uri, "pairs_in_video": pairs}
+                for p in range(pairs)]
+
+    write_commit_record(loc, "a-", window(0, 2) + window(1, 2)[:1])
+    c = Committed()
+    c.update(loc)
+    assert (c.pairs_done, c.videos_done) == (3, 0)  # window 1 has a pair to go
+    write_commit_record(loc, "b-", window(1, 2)[1:] + [
+        {"pair_key": None, "video_id": "vid-w002", "video_uri": uri, "pairs_in_video": None}])  # no pairs in it
+    c.update(loc)
+    assert (c.pairs_done, c.videos_done, c.videos_failed) == (4, 1, 0)
