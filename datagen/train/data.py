@@ -37,6 +37,7 @@ from datagen.io.reader import shard_urls, to_sample
 from datagen.io.storage import Location
 from datagen.media import decode_image
 from datagen.train.model import ROLE_INDEX
+from datagen.train.prefetch import prefetched
 from datagen.train.preencoded import BASE, CONTEXT, LATENTS, npy_tensor, sidecar_pairs
 from schemas.sample import SampleRecord
 from schemas.tasks import TASKS, ImageKind, task as task_spec
@@ -365,7 +366,8 @@ def train_batches(stream: ShardStream, cfg: DataConfig, position: dict, pin_memo
                         f"({cfg.num_workers}): each worker serves the same share of every epoch")
     epoch, done = position["epoch"], position["batches_into_epoch"]
     stream.epoch, stream.skip_batches, stream.epoch_batches = epoch, done, cfg.epoch_batches
-    for batch in make_loader(stream, cfg, pin_memory):
+    loader = make_loader(stream, cfg, pin_memory)
+    for batch in loader if pin_memory else prefetched(loader):  # pinning has a receiving thread already
         done += 1
         if done == cfg.epoch_batches:
             epoch, done = epoch + 1, 0
