@@ -164,7 +164,8 @@ def ray_pipeline(stage_cls, cfg, rows, batch_size: int) -> float:
     res = cfg.resources if hasattr(cfg, "resources") else None
     ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows) // batch_size)).map_batches(
         timed(stage_cls), fn_constructor_kwargs={"config": cfg}, batch_size=batch_size,
-        compute=ray.data.ActorPoolStrategy(size=1), num_cpus=res.num_cpus, num_gpus=1 if getattr(cfg, "device", "cpu") == "cuda" else 0)
+        compute=ray.data.ActorPoolStrategy(size=1), num_cpus=res.num_cpus, num_gpus=1 if getattr(cfg, "device", "cpu") == "cuda" else 0,
+        batch_format="pyarrow")  # as datagen/pipeline/run.py maps every stage
     out = ds.select_columns([STAMP, BUSY]).take_all()
     return rate([r[STAMP] for r in out], [r[BUSY] for r in out])
 
