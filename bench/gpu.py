@@ -29,7 +29,7 @@ import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -219,15 +219,18 @@ def bare_stage(stage: str, tiny: bool, model_dir: Path, device: str, seconds: fl
     obj(dict(batch))
     sync()
     done = failed = 0
-    with GpuBusy() as busy:
+    # as many batches at once as the stage's actor runs (resources.batches_in_flight: the VLM's
+    # engine loop keeps its slots full across them); one at a time for the others
+    in_flight = section.resources.batches_in_flight
+    with GpuBusy() as busy, ThreadPoolExecutor(in_flight) as pool:
         start = time.perf_counter()
         while time.perf_counter() - start < seconds or done < 2 * bs:
-            out = obj(dict(batch))
+            outs = list(pool.map(lambda _: obj(dict(batch)), range(in_flight)))
             sync()
-            done += bs
-            failed += sum(f is not None for f in out["failed_stage"])
+            done += bs * in_flight
+            failed += sum(f is not None for out in outs for f in out["failed_stage"])
         wall = time.perf_counter() - start
-    return {"stage": stage, "images_per_s": 2 * done / wall, "busy": busy.share, "batch_size": bs,
+    return {"stage": stage, "images_per_s": 2 * done / wall, "busy": busy.share, "batch_size": bs, "in_flight": in_flight,
             "rows": done, "failed_rows": failed, "load_s": load_s, "backend": getattr(section, "backend", "")}
 
 
