@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 from datagen.io.shards import MANIFEST_DIR, PROGRESS_DIR
 from datagen.io.storage import Location
 from datagen.io.tables import count_manifest_rows, read_table
-from datagen.video.windows import SEP as WINDOW_SEP
+from datagen.video.windows import window_id_mask
 from schemas.tables import PROGRESS_SCHEMA
 
 
@@ -64,7 +64,7 @@ class ResumeState:
         has_pair = pc.is_valid(progress["pair_key"])
         failed = progress.filter(pc.invert(has_pair))
         # a window of a long video that failed for good is done, its video is not (windows.py)
-        window = pc.fill_null(pc.match_substring(failed["video_id"], WINDOW_SEP), False)
+        window = window_id_mask(failed["video_id"])
         # failed at video level: by URI, since a duplicate copy fails while its twin's id is still in work
         failed_uris = set(failed.filter(pc.invert(window))["video_uri"].drop_null().to_pylist())
         pairs = progress.filter(has_pair)

@@ -68,3 +68,10 @@ def window_id(video_id: str, window: Window) -> str:
 def is_window_id(video_id: str | None) -> bool:
     """The id of one window of a long video (`{video_id}-w003`); content ids are hex."""
     return bool(video_id) and SEP in video_id
+
+
+def window_id_mask(video_ids):
+    """`is_window_id` over an Arrow array of ids, for tables too big for a Python loop (null: False)."""
+    import pyarrow.compute as pc
+
+    return pc.fill_null(pc.match_substring(video_ids, SEP), False)
