@@ -66,3 +66,20 @@ def test_ctrl_c_prints_one_line_and_exits_130(tmp_path, monkeypatch):
     monkeypatch.setattr("datagen.pipeline.run.run_pipeline", interrupted)
     res = CliRunner().invoke(app, ["run", "--input", str(tmp_path), "--output", str(tmp_path / "ds")])
     assert res.exit_code == 130 and "interrupted" in res.output and "run the same command again" in res.output
+
+
+def test_stage_yields_count_a_long_video_as_one_file_failed_only_when_no_window_made_a_pair(tmp_path):
+    from datagen.pipeline.commit import write_commit_record
+    from datagen.pipeline.run import stage_yields
+
+    loc = Location.parse(str(tmp_path))
+    long_uri, bad_uri = "file:///long.mp4", "file:///bad.mp4"
+    write_commit_record(loc, "a-", [{"pair_key": "vid-w000/0/0", "video_id": "vid-w000", "video_uri": long_uri,
+                                     "pairs_in_video": 1}])
+    standing = [  # a window of the long file without pairs, and a file that made none at all
+        {"input_uri": long_uri, "video_id": "vid-w001", "key": None, "stage": "pairs", "reason": "no_pairs"},
+        {"input_uri": bad_uri, "video_id": "bad-w000", "key": None, "stage": "pairs", "reason": "no_pairs"},
+        {"input_uri": bad_uri, "video_id": "bad-w001", "key": None, "stage": "shots", "reason": "no_pairs"},
+    ]
+    yields = stage_yields(loc, 2, [], standing)
+    assert yields["ingest+shots+pairs"] == {"in": 2, "out": 1, "pairs": 1}  # by failure rows it was 2 - 3 = -1
