@@ -56,22 +56,28 @@ def ask_with_retries(backend: CaptionBackend, requests: dict[int, CaptionRequest
             answers = backend.generate([requests[i] for i in pending], sampling_for(policy, attempt))
         except Exception as e:  # an engine crash fails this attempt for the batch, not the actor
             answers = [BackendError(f"{type(e).__name__}: {e}")] * len(pending)
-        still = []
-        for i, answer in zip(pending, answers):
-            if isinstance(answer, BackendError):
-                last_error[i] = ("backend_error", str(answer))
-                still.append(i)
-                continue
-            value, reason, detail = check(i, answer)
-            if value is None:
-                last_error[i] = (reason, detail)
-                still.append(i)
-            else:
-                accepted[i] = value
-                last_error.pop(i, None)
-        pending = still
+        pending = [i for i, answer in zip(pending, answers) if not _settle(i, answer, check, accepted, last_error)]
+    return accepted, _left_over(pending, last_error, policy)
+
+
+def _settle(i: int, answer: str | BackendError, check: Check, accepted: dict[int, Any],
+            last_error: dict[int, tuple[str, str]]) -> bool:
+    """Record request `i`'s answer: True when it is accepted, else its failure is its last error."""
+    if isinstance(answer, BackendError):
+        last_error[i] = ("backend_error", str(answer))
+        return False
+    value, reason, detail = check(i, answer)
+    if value is None:
+        last_error[i] = (reason, detail)
+        return False
+    accepted[i] = value
+    last_error.pop(i, None)
+    return True
+
+
+def _left_over(indices, last_error: dict[int, tuple[str, str]], policy: RetryPolicy) -> dict[int, tuple[str, str]]:
     attempts = 1 + policy.max_retries
-    return accepted, {i: (last_error[i][0], f"after {attempts} attempts: {last_error[i][1]}") for i in pending}
+    return {i: (last_error[i][0], f"after {attempts} attempts: {last_error[i][1]}") for i in indices}
 
 
 def _ask_streaming(backend: Any, requests: dict[int, CaptionRequest], check: Check,
@@ -108,22 +114,11 @@ def _ask_streaming(backend: Any, requests: dict[int, CaptionRequest], check: Che
                 answer = future.result()
             except Exception as e:  # noqa: BLE001 -- an engine crash fails the attempt, not the actor
                 answer = BackendError(f"{type(e).__name__}: {e}")
-            if isinstance(answer, BackendError):
-                last_error[i] = ("backend_error", str(answer))
-            else:
-                value, reason, detail = check(i, answer)
-                if value is not None:
-                    accepted[i] = value
-                    last_error.pop(i, None)
-                    continue
-                last_error[i] = (reason, detail)
-            if attempt[i] >= policy.max_retries:
+            if _settle(i, answer, check, accepted, last_error) or attempt[i] >= policy.max_retries:
                 continue
             attempt[i] += 1
             if isinstance(answer, BackendError):
                 heapq.heappush(backoff, (time.monotonic() + policy.retry_backoff_s * 2 ** (attempt[i] - 1), i))
             else:
                 submit(i)
-    attempts = 1 + policy.max_retries
-    left = [i for i in requests if i not in accepted]
-    return accepted, {i: (last_error[i][0], f"after {attempts} attempts: {last_error[i][1]}") for i in left}
+    return accepted, _left_over([i for i in requests if i not in accepted], last_error, policy)

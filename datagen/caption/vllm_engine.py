@@ -82,17 +82,17 @@ class EngineLoop:
         self.engine = threading.Lock()
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._running: dict[str, Future] = {}  # vLLM request id -> its caller's future
-        self._start = threading.Lock()
+        self._lifecycle = threading.Lock()  # the loop thread's start and stop
         self._thread: threading.Thread | None = None
         self._stopped: BaseException | None = None
 
     def submit(self, messages: list[dict[str, Any]], params: Any) -> Future:
         future: Future = Future()
-        if self._stopped is not None:
-            future.set_result(BackendError(f"vLLM engine loop stopped: {self._stopped!r}"))
-            return future
-        self._inbox.put((messages, params, future))
-        with self._start:
+        with self._lifecycle:  # with the loop's stop: a request is either queued before it, or answered here
+            if self._stopped is not None:
+                future.set_result(BackendError(f"vLLM engine loop stopped: {self._stopped!r}"))
+                return future
+            self._inbox.put((messages, params, future))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="vllm-engine-loop", daemon=True)
                 self._thread.start()
@@ -108,12 +108,13 @@ class EngineLoop:
                         self._add_waiting()
                         self._step()
         except BaseException as e:  # noqa: BLE001 -- the loop must never leave a caller waiting
-            self._stopped = e
-            for future in self._running.values():
-                future.set_result(BackendError(f"vLLM engine loop stopped: {e!r}"))
-            self._running.clear()
-            while not self._inbox.empty():
-                self._inbox.get_nowait()[2].set_result(BackendError(f"vLLM engine loop stopped: {e!r}"))
+            with self._lifecycle:
+                self._stopped = e
+                for future in self._running.values():
+                    future.set_result(BackendError(f"vLLM engine loop stopped: {e!r}"))
+                self._running.clear()
+                while not self._inbox.empty():
+                    self._inbox.get_nowait()[2].set_result(BackendError(f"vLLM engine loop stopped: {e!r}"))
 
     def _add_waiting(self) -> None:
         while True:

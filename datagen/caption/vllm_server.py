@@ -53,23 +53,24 @@ class VllmServer:
         return body
 
     def _one(self, request: CaptionRequest, sampling: Sampling) -> str | BackendError:
-        answer = self._ask(request, sampling)
-        request.failed_at = request.failed_at if not isinstance(answer, BackendError) else answer.endpoint
+        endpoint = self._endpoint(request.failed_at)
+        answer = self._ask(endpoint, request, sampling)
+        if isinstance(answer, BackendError):
+            request.failed_at = endpoint  # its retry goes to another endpoint
         return answer
 
-    def _ask(self, request: CaptionRequest, sampling: Sampling) -> str | BackendError:
-        endpoint = self._endpoint(request.failed_at)
+    def _ask(self, endpoint: str, request: CaptionRequest, sampling: Sampling) -> str | BackendError:
         url = endpoint + "/chat/completions"
         try:
             resp = self.client.post(url, json=self._body(request, sampling))
         except httpx.HTTPError as e:
-            return _failed(endpoint, f"{url}: {type(e).__name__}: {e}")
+            return BackendError(f"{url}: {type(e).__name__}: {e}")
         if resp.status_code != 200:
-            return _failed(endpoint, f"{url}: HTTP {resp.status_code}: {resp.text[:300]}")
+            return BackendError(f"{url}: HTTP {resp.status_code}: {resp.text[:300]}")
         try:
             return resp.json()["choices"][0]["message"]["content"] or ""
         except (ValueError, KeyError, IndexError, TypeError) as e:
-            return _failed(endpoint, f"{url}: unexpected reply ({type(e).__name__}: {e}): {resp.text[:300]}")
+            return BackendError(f"{url}: unexpected reply ({type(e).__name__}: {e}): {resp.text[:300]}")
 
     def generate(self, requests: list[CaptionRequest], sampling: Sampling) -> list[str | BackendError]:
         return list(self.pool.map(lambda r: self._one(r, sampling), requests))
@@ -78,9 +79,3 @@ class VllmServer:
         """One request's answer, later: the pool's `requests_in_flight` threads serve every
         batch the actor has in flight, so the server is never left without work between batches."""
         return self.pool.submit(self._one, request, sampling)
-
-
-def _failed(endpoint: str, detail: str) -> BackendError:
-    error = BackendError(detail)
-    error.endpoint = endpoint
-    return error

@@ -24,10 +24,15 @@ def register_fsspec_scheme(protocol: str, **storage_options) -> None:
     schemes[protocol] = _open
 
 
+def shard_rels(loc: Location) -> list[str]:
+    """Relative paths of a dataset's committed shards (`shards/{task}/{name}.tar`)."""
+    return loc.glob(f"{SHARDS_DIR}/*/*.tar")
+
+
 def shard_urls(loc: Location, tasks: Iterable[int | str] | None = None) -> list[str]:
     """URLs of the committed shards of a dataset, optionally of some tasks only."""
     names = None if tasks is None else {task_spec(t).name for t in tasks}
-    rels = [p for p in loc.glob(f"{SHARDS_DIR}/*/*.tar") if names is None or p.split("/")[-2] in names]
+    rels = [p for p in shard_rels(loc) if names is None or p.split("/")[-2] in names]
     if not loc.is_local:
         proto = loc.url.split("://", 1)[0]
         register_fsspec_scheme(proto, **(loc.fs.storage_options or {}))

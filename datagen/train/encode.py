@@ -16,13 +16,13 @@ from typing import Callable
 import torch
 
 from datagen import UserError
-from datagen.io.reader import raw_samples
+from datagen.io.reader import raw_samples, shard_rels
 from datagen.io.shards import SHARDS_DIR, add_tar_member
 from datagen.io.storage import Location
 from datagen.train.data import DataConfig, bucketed, collate
 from datagen.train.encoders import FrozenEncoders, encode_batch, encoder_dtype, load_tokenizer
 from datagen.train.preencoded import (BASE, CONTEXT, ENCODING_FILE, LATENTS, NULL_TEXT_FILE, encoding_for, npy_bytes,
-                                      read_encoding, shard_rels)
+                                      read_encoding)
 
 DEFAULT_BATCH_SIZE = 32  # samples per encoder call: fills a GPU at 256 px; one shard's outputs wait in RAM anyway
 

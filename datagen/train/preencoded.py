@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from datagen import UserError
-from datagen.io.shards import SHARDS_DIR
+from datagen.io.reader import shard_rels
 from datagen.io.storage import Location
 
 ENCODING_FILE, NULL_TEXT_FILE = "encoding.json", "null_text.npy"
@@ -106,11 +106,6 @@ def npy_bytes(array: torch.Tensor) -> bytes:
 
 def npy_tensor(data: bytes) -> torch.Tensor:
     return torch.from_numpy(np.load(io.BytesIO(data), allow_pickle=False))
-
-
-def shard_rels(loc: Location) -> list[str]:
-    """Relative paths of a dataset's committed shards (`shards/{task}/{name}.tar`)."""
-    return loc.glob(f"{SHARDS_DIR}/*/*.tar")
 
 
 def sidecar_pairs(data) -> list[tuple[str, str]]:

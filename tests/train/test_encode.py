@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from datagen import UserError
 from datagen.config import to_dict
-from datagen.io.reader import raw_samples
+from datagen.io.reader import raw_samples, shard_rels
 from datagen.io.shards import DatasetWriter
 from datagen.io.storage import Location
 from datagen.models.provenance import weights_revision
@@ -22,7 +22,7 @@ from datagen.io.synthetic import make_sample
 from datagen.train.data import ShardStream, bucketed
 from datagen.train.encode import encode_dataset
 from datagen.train.encoders import FrozenEncoders, encode_batch
-from datagen.train.preencoded import BASE, CONTEXT, LATENTS, npy_tensor, read_encoding, shard_rels
+from datagen.train.preencoded import BASE, CONTEXT, LATENTS, npy_tensor, read_encoding
 from datagen.train.train import run
 from tests.train.conftest import tiny_config, write_dataset
 
