@@ -13,6 +13,7 @@ entry in BENCHES (a function returning its class, config and rows), so caption a
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -29,6 +30,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from datagen.media import encode_image  # noqa: E402
+from datagen.pipeline.actors import actor_class  # noqa: E402
 from datagen.models.tiny_vision import build_depth_anything, build_sam2  # noqa: E402
 from schemas.columns import CAPTION, HEIGHT, IMAGE_A, IMAGE_B, WIDTH  # noqa: E402
 from stages.depth import DepthConfig, DepthStage  # noqa: E402
@@ -150,11 +152,15 @@ def rate(stamps: list[float], busy: list[float]) -> tuple[float, float]:
 
 def bare_loop(stage_cls, cfg, rows, batch_size: int) -> float:
     stage = timed(stage_cls)(cfg)
-    stamps, busy = [], []
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start:start + batch_size]
-        out = stage({k: [r[k] for r in chunk] for k in chunk[0]})
-        stamps, busy = stamps + out[STAMP], busy + out[BUSY]
+    gc.freeze()  # as the pipeline's actors do once built (datagen/pipeline/actors.py): the same collector work
+    try:
+        stamps, busy = [], []
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start:start + batch_size]
+            out = stage({k: [r[k] for r in chunk] for k in chunk[0]})
+            stamps, busy = stamps + out[STAMP], busy + out[BUSY]
+    finally:
+        gc.unfreeze()
     return rate(stamps, busy)
 
 
@@ -163,7 +169,7 @@ def ray_pipeline(stage_cls, cfg, rows, batch_size: int) -> float:
 
     res = cfg.resources if hasattr(cfg, "resources") else None
     ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows) // batch_size)).map_batches(
-        timed(stage_cls), fn_constructor_kwargs={"config": cfg}, batch_size=batch_size,
+        actor_class(timed(stage_cls)), fn_constructor_kwargs={"config": cfg}, batch_size=batch_size,
         compute=ray.data.ActorPoolStrategy(size=1), num_cpus=res.num_cpus, num_gpus=1 if getattr(cfg, "device", "cpu") == "cuda" else 0,
         batch_format="pyarrow")  # as datagen/pipeline/run.py maps every stage
     out = ds.select_columns([STAMP, BUSY]).take_all()

@@ -3,19 +3,23 @@ from __future__ import annotations
 
 import sys
 import tarfile
-from typing import Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import fsspec
-import webdataset as wds
 
 from datagen.io.shards import SHARDS_DIR
 from datagen.io.storage import Location
 from schemas.sample import Sample, SampleRecord
 from schemas.tasks import task as task_spec
 
+if TYPE_CHECKING:
+    import webdataset as wds  # imported where used: it imports torch, which the pipeline's CPU workers never need
+
 
 def register_fsspec_scheme(protocol: str, **storage_options) -> None:
     """Let webdataset's gopen open `protocol://` URLs through fsspec (s3, gs, ...)."""
+    import webdataset  # noqa: F401  (its package namespace shadows the gopen module with the function)
+
     schemes = sys.modules["webdataset.gopen"].gopen_schemes
 
     def _open(url, mode="rb", bufsize=8192, **kw):
@@ -85,6 +89,8 @@ def group_members(members: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]
 
 def raw_samples(urls: list[str]) -> wds.DataPipeline:
     """Raw sample dicts (`__key__`, `json`, `in0.jpg`, ...) of the given shards, in order."""
+    import webdataset as wds
+
     return wds.DataPipeline(wds.SimpleShardList(urls), tar_members, group_members)
 
 

@@ -32,13 +32,15 @@ from datagen.io.card import write_card
 from datagen.io.shards import FAILURES_DIR, SHARDS_DIR, manifest_part_path, write_parquet
 from datagen.io.storage import Location
 from datagen.io.tables import compute_stats, read_manifest, read_stats, write_stats
+from datagen.pipeline.actors import actor_class
+from datagen.pipeline.cpu_tasks import cpu_stage
 from datagen.pipeline.commit import (clean_partial_writes, committed_prefixes, start_write_claims, write_commit_record,
                                      write_prefix)
 from datagen.pipeline.config import PipelineConfig
 from datagen.pipeline.outcome import run_outcome
 from datagen.pipeline.progress import ResumeState, read_progress
 from datagen.pipeline.relabel_steps import RelabelStep, load_pairs
-from datagen.pipeline.run import (CONFIG_FILE, MODEL_STAGES, RUN_FILE, _cpu_stage, _map_kwargs, actor_start_bound,
+from datagen.pipeline.run import (CONFIG_FILE, MODEL_STAGES, RUN_FILE, _map_kwargs, actor_start_bound,
                                   init_ray)
 from datagen.pipeline.sink import DatasetSink
 from datagen.pipeline.sizing import plan_compute
@@ -171,12 +173,12 @@ def build_relabel_dataset(cfg: PipelineConfig, src: Location, requested: list[st
                         batch_format="pyarrow")
     for name in plan:
         section = cfg.section(name)
-        ds = ds.map_batches(RelabelStep, fn_constructor_kwargs={"stage_cls": MODEL_STAGES[name], "config": section,
+        ds = ds.map_batches(actor_class(RelabelStep), fn_constructor_kwargs={"stage_cls": MODEL_STAGES[name], "config": section,
                                                                 "requested": name in requested, "only_stale": only_stale},
                             compute=compute[name].ray_strategy(),
                             max_restarts=cfg.ray.max_actor_restarts, **_map_kwargs(section.resources))
     assemble = dataclasses.replace(cfg.assemble, tasks={t: r for t, r in cfg.assemble.tasks.items() if t in tasks})
-    ds = ds.map_batches(_cpu_stage, fn_kwargs={"stage_cls": AssembleStage, "config": assemble},
+    ds = ds.map_batches(cpu_stage, fn_kwargs={"stage_cls": AssembleStage, "config": assemble},
                         compute=compute["assemble"].ray_strategy(), **_map_kwargs(res))
     return ds
 

@@ -29,19 +29,19 @@ from datagen.pipeline.outcome import run_outcome, standing_failures
 from datagen.pipeline.progress import ResumeClient, ResumeState, read_progress
 from datagen.io.card import write_card
 from datagen.pipeline.progress_log import quiet_third_party_output, report_progress
-from datagen.pipeline.costs import CostLedger, report_batch, reporting, summarize
+from datagen.pipeline.actors import actor_class
+from datagen.pipeline.costs import CostLedger, reporting, summarize
+from datagen.pipeline.cpu_tasks import VideoRegistry, cpu_stage
 from datagen.pipeline.sink import DatasetSink
 from datagen.redact import redact
-from datagen.video.sources import SOURCE_POS, check_sources
+from datagen.video.sources import check_sources
 from datagen.pipeline.stopped import why_run_stopped
 from datagen.pipeline.preflight import preflight_models
 from datagen.pipeline.sizing import plan_compute, resident
 from datagen.pipeline.throughput import run_throughput
-from schemas import columns as C
-from schemas.members import pair_key
 from schemas.reasons import PERMANENT, REASONS
 from stages.assemble import AssembleStage
-from stages.base import Resources, Stage
+from stages.base import Resources
 from stages.caption import CaptionStage
 from stages.depth import DepthStage
 from stages.edges import EdgesStage
@@ -67,86 +67,6 @@ class RunSummary:
     resumed: bool
 
 
-# --- CPU stages as Ray tasks: one stage object per worker process, built on first use ---
-_STAGE_CACHE: dict[str, Stage] = {}
-
-
-class VideoRegistry:
-    """Ray actor: the first URI to claim a video id owns it. Copies of one file under other
-    names have the same content id and would otherwise write the same sample keys twice."""
-
-    def __init__(self):
-        self.owner: dict[str, str] = {}
-
-    def claim(self, pairs: list[tuple[str, str]]) -> list[str]:
-        return [self.owner.setdefault(vid, uri) for vid, uri in pairs]
-
-
-def _cpu_stage(batch, stage_cls: type[Stage], config: Any, resume: Any = None, registry: Any = None, ledger: Any = None):
-    key = f"{stage_cls.__module__}.{stage_cls.__qualname__}:{json.dumps(to_dict(config), sort_keys=True)}"
-    stage = _STAGE_CACHE.get(key)
-    if stage is None:
-        stage = _STAGE_CACHE[key] = stage_cls(config)
-    if stage_cls is IngestStage and resume is not None:
-        batch = _drop_done_sources(batch, resume)
-    out = stage(batch)
-    if ledger is not None:
-        report_batch(ledger, stage, 0.0)
-    if stage_cls is IngestStage:
-        if resume is not None:
-            out = _drop_done_videos(out, resume)
-        if registry is not None:
-            _mark_duplicates(out, registry)
-    if stage_cls is PairsStage:
-        out = _stamp_pairs_and_drop_done(out, resume)
-    return out
-
-
-def _mark_duplicates(batch: dict[str, list], registry: Any) -> None:
-    import ray
-
-    todo = [i for i, f in enumerate(batch[C.FAILED_STAGE]) if f is None and batch[C.VIDEO_ID][i]]
-    owners = ray.get(registry.claim.remote([(batch[C.VIDEO_ID][i], batch[C.VIDEO_URI][i]) for i in todo]))
-    for i, owner in zip(todo, owners):
-        if owner != batch[C.VIDEO_URI][i]:
-            C.mark_failed(batch, i, "ingest", "duplicate_video", f"same content as {owner}")
-
-
-def _keep(batch: dict[str, list], keep: list[bool]) -> dict[str, list]:
-    return {c: [v for v, k in zip(col, keep) if k] for c, col in batch.items()}
-
-
-def _drop_done_sources(batch, resume: Any) -> dict[str, list]:
-    """Before ingest reads a byte: drop videos that failed as a whole, and repeated listings
-    of one URI (two --input sources naming the same file; resume counts each URI once)."""
-    cols = batch.to_pydict() if hasattr(batch, "to_pydict") else {c: list(v) for c, v in batch.items()}
-    uris = [str(u) for u in cols[C.VIDEO_URI]]
-    done = resume.sources_done(uris, [str(p) for p in cols.pop(SOURCE_POS, uris)])
-    return _keep(cols, [not d for d in done])
-
-
-def _drop_done_videos(batch: dict[str, list], resume: Any) -> dict[str, list]:
-    """After ingest: videos whose every pair is done, by content id (also a renamed copy)."""
-    done = resume.videos_done(list(batch[C.VIDEO_URI]), list(batch[C.VIDEO_ID]))
-    return _keep(batch, [not d for d in done])
-
-
-def _stamp_pairs_and_drop_done(batch: dict[str, list], resume: Any) -> dict[str, list]:
-    """Record how many pairs each video yielded (its batch holds all of them): resume
-    knows a video is finished when that many pairs are done."""
-    healthy = [f is None for f in batch[C.FAILED_STAGE]]
-    per_video = Counter(v for v, h in zip(batch[C.VIDEO_ID], healthy) if h)
-    batch["pairs_in_video"] = [per_video.get(v, 0) for v in batch[C.VIDEO_ID]]
-    if resume is None:
-        return batch
-    rows = [i for i, h in enumerate(healthy) if h]
-    done = resume.pairs_done([pair_key(batch[C.VIDEO_ID][i], batch[C.SHOT][i], batch[C.PAIR][i]) for i in rows])
-    keep = [True] * len(healthy)
-    for i, d in zip(rows, done):
-        keep[i] = not d
-    return _keep(batch, keep)
-
-
 def _map_kwargs(res: Resources) -> dict[str, Any]:
     kw: dict[str, Any] = {"batch_size": res.batch_size, "num_cpus": res.num_cpus, "batch_format": "pyarrow"}
     if res.num_gpus:
@@ -165,22 +85,22 @@ def build_dataset(cfg: PipelineConfig, sources, resume: ResumeState | ResumeClie
     for stage_cls, section in ((IngestStage, cfg.ingest), (ShotsStage, cfg.shots), (PairsStage, cfg.pairs)):
         if stage_cls is PairsStage and cfg.shots.detector == "transnetv2":  # the shot network: a model stage
             res = cfg.shots.transnet_resources
-            ds = ds.map_batches(TransNetStage, fn_constructor_kwargs={"config": cfg.shots},
+            ds = ds.map_batches(actor_class(TransNetStage), fn_constructor_kwargs={"config": cfg.shots},
                                 compute=ray.data.ActorPoolStrategy(size=res.concurrency), **_map_kwargs(res))
         res = section.resources
         extra = {"resume": resume, "registry": registry} if stage_cls is IngestStage else {"resume": resume}
         extra["ledger"] = ledger
-        ds = ds.map_batches(_cpu_stage, fn_kwargs={"stage_cls": stage_cls, "config": section, **extra},
+        ds = ds.map_batches(cpu_stage, fn_kwargs={"stage_cls": stage_cls, "config": section, **extra},
                             compute=compute[stage_cls.name].ray_strategy(), **_map_kwargs(res))
     for name in cfg.model_stages:
         section = cfg.section(name)
         res = section.resources
         stage_cls = reporting(MODEL_STAGES[name], ledger, res.num_gpus) if ledger is not None else MODEL_STAGES[name]
-        ds = ds.map_batches(stage_cls, fn_constructor_kwargs={"config": section},
+        ds = ds.map_batches(actor_class(stage_cls), fn_constructor_kwargs={"config": section},
                             compute=compute[name].ray_strategy(),
                             max_restarts=cfg.ray.max_actor_restarts, **_map_kwargs(res))
     res = cfg.assemble.resources
-    ds = ds.map_batches(_cpu_stage, fn_kwargs={"stage_cls": AssembleStage, "config": cfg.assemble, "ledger": ledger},
+    ds = ds.map_batches(cpu_stage, fn_kwargs={"stage_cls": AssembleStage, "config": cfg.assemble, "ledger": ledger},
                         compute=compute["assemble"].ray_strategy(), **_map_kwargs(res))
     return ds
 

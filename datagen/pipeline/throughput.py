@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 @dataclass
 class OperatorTimes:
-    name: str  # Ray's operator name, e.g. "MapBatches(_cpu_stage)->MapBatches(_cpu_stage)"
+    name: str  # Ray's operator name, e.g. "MapBatches(cpu_stage)->MapBatches(cpu_stage)"
     rows_out: int
     span_s: float  # first task start to last task finish
     task_s: float  # sum of the operator's task wall times

@@ -6,7 +6,7 @@ from ray import cloudpickle
 import pytest
 
 from datagen.io.storage import Location
-from datagen.pipeline import run as R
+from datagen.pipeline import cpu_tasks as R
 from datagen.pipeline.progress import ResumeClient, ResumeState
 from datagen.pipeline.synthetic import video_id, video_uri, write_committed
 from schemas import columns as C
@@ -42,13 +42,13 @@ def test_tasks_receive_resume_data_for_their_own_rows_only(big, tmp_path, ray_lo
         if name == "100k":
             last = want["videos"] - 1
             sources = {C.VIDEO_URI: [video_uri(last), video_uri(0), video_uri(last)], "source_pos": ["0:0", "0:1", "0:2"]}
-            kept = R._drop_done_sources(sources, client)
+            kept = R.drop_done_sources(sources, client)
             assert kept[C.VIDEO_URI] == [video_uri(last), video_uri(0)]  # the repeated listing goes, not the done video
             ingested = {C.VIDEO_URI: kept[C.VIDEO_URI], C.VIDEO_ID: [video_id(last), video_id(0)]}
-            assert R._drop_done_videos(ingested, client)[C.VIDEO_ID] == [video_id(last)]  # done by content id
+            assert R.drop_done_videos(ingested, client)[C.VIDEO_ID] == [video_id(last)]  # done by content id
             pairs = {C.VIDEO_URI: [video_uri(last)] * 2, C.VIDEO_ID: [video_id(last)] * 2, C.SHOT: [0, 0],
                      C.PAIR: [0, 1], C.FAILED_STAGE: [None, None]}
-            assert R._stamp_pairs_and_drop_done(pairs, client)[C.PAIR] == [0, 1]  # pending pairs are redone
+            assert R.stamp_pairs_and_drop_done(pairs, client)[C.PAIR] == [0, 1]  # pending pairs are redone
     assert sizes["100k"] == sizes["1k"] < 2048, sizes
 
 

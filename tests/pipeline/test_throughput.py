@@ -15,10 +15,10 @@ def test_fused_operators_map_onto_stages_in_order_and_the_busiest_limits():
     ops = [OperatorTimes("FromItems", 10, 0.01, 0.01),
            OperatorTimes("read_listing", 10, 0.01, 0.01),  # busy all its few ms: still not what limits
            OperatorTimes("StreamingRepartition", 10, 0.01, 0.01),
-           OperatorTimes("MapBatches(_cpu_stage)->MapBatches(_cpu_stage)->MapBatches(_cpu_stage)", 40, 10.0, 8.0),
+           OperatorTimes("MapBatches(cpu_stage)->MapBatches(cpu_stage)->MapBatches(cpu_stage)", 40, 10.0, 8.0),
            OperatorTimes("MapBatches(CaptionStage)", 40, 20.0, 38.0),  # 2 actors busy 95% of the time
            OperatorTimes("MapBatches(DepthStage)", 40, 20.0, 5.0),
-           OperatorTimes("MapBatches(_cpu_stage)", 120, 20.0, 2.0),
+           OperatorTimes("MapBatches(cpu_stage)", 120, 20.0, 2.0),
            OperatorTimes("Write", 4, 20.0, 1.0)]
     out = stage_throughput(ops, STAGES, {"ingest": 4, "caption": 2, "depth": 1, "assemble": 4})
     by = {s["stage"]: s for s in out["stages"]}
