@@ -159,7 +159,7 @@ def pre_encoded_bench(root: Path, cfg: TrainConfig, a: argparse.Namespace, raw_s
     return {**figures, "encode_s": round(encode_s, 2), "ratio_vs_raw": round(ratio, 3)}
 
 
-def _ckpt_worker(rank: int, world: int, port: int, preset: str, root: str, out: str) -> None:
+def _ckpt_worker(rank: int, world: int, port: int, preset: str, root: str, out: str, group_of_one: bool) -> None:
     import os
     import time
 
@@ -174,6 +174,8 @@ def _ckpt_worker(rank: int, world: int, port: int, preset: str, root: str, out: 
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     d = parallel.init_distributed("cpu")
+    if group_of_one:  # the same code path as 2 ranks (gloo, FSDP, DTensor state dicts), on one rank
+        dist.init_process_group("gloo", rank=0, world_size=1)
     torch.manual_seed(0)
     raw = FrameDiT(model_config(preset))
     model, ema = parallel.wrap(raw, make_ema(raw), "fsdp", d)
@@ -215,21 +217,25 @@ def checkpoint_bench(root: Path, preset: str) -> dict:
             s.bind(("127.0.0.1", 0))
             return s.getsockname()[1]
 
+    # "1": one plain process (no process group, unwrapped model); "1g": one rank of a gloo group, FSDP, so
+    # that against it "2" shows what grows with the ranks, apart from the step from one process to a group
     figures = {}
-    for world in (1, 2):
+    for name, world in (("1", 1), ("1g", 1), ("2", 2)):
         runs = []
-        for attempt in range(2):
-            out = root / f"w{world}_{attempt}.json"
-            mp.spawn(_ckpt_worker, args=(world, free_port(), preset, str(root / f"w{world}_{attempt}"), str(out)),
-                     nprocs=world, join=True)
+        for attempt in range(2):  # interleaving would not help: each run is its own processes
+            out = root / f"w{name}_{attempt}.json"
+            mp.spawn(_ckpt_worker, args=(world, free_port(), preset, str(root / f"w{name}_{attempt}"), str(out),
+                                         name == "1g"), nprocs=world, join=True)
             runs.append(json.loads(out.read_text()))
-        figures[world] = {k: min(r[k] for r in runs) for k in runs[0]}
-    one, two = figures[1], figures[2]
+        figures[name] = {k: min(r[k] for r in runs) for k in runs[0]}
+    one, group, two = figures["1"], figures["1g"], figures["2"]
     print(f"# checkpoint: {preset} preset, model + EMA + AdamW state, {one['mb_per_rank']:.0f} MB on 1 process")
     for key, what in (("first_save_s", "first_save"), ("save_s", "save"), ("load_s", "load")):
         print(f"checkpoint_{what}_per_rank/1proc: {one[key]:.2f} s ({one['mb_per_rank']:.0f} MB per rank)")
-        print(f"checkpoint_{what}_per_rank/2proc: {two[key]:.2f} s ratio={two[key] / one[key]:.2f} vs 1 process "
-              f"({two['mb_per_rank']:.0f} MB per rank)")
+        print(f"checkpoint_{what}_per_rank/1rank_fsdp: {group[key]:.2f} s ratio={group[key] / one[key]:.2f} vs 1 "
+              f"process (a gloo group of one, FSDP)")
+        print(f"checkpoint_{what}_per_rank/2proc: {two[key]:.2f} s ratio={two[key] / group[key]:.2f} vs 1 rank "
+              f"of FSDP, {two[key] / one[key]:.2f} vs 1 process ({two['mb_per_rank']:.0f} MB per rank)")
     return figures
 
 

@@ -43,7 +43,7 @@ def wrap(model: nn.Module, ema: nn.Module, mode: str, d: Dist,
     that dtype (half the bytes on the wire), while the sharded parameters and the optimizer stay fp32
     (the master weights). The EMA is gathered in fp32: it is what sampling and checkpoints keep.
     """
-    if d.world == 1:
+    if d.world == 1 and not dist.is_initialized():  # a process group of one (bench/train.py's baseline) is wrapped
         return model, ema
     if mode == "fsdp":
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
