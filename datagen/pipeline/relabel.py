@@ -40,7 +40,7 @@ from datagen.pipeline.config import PipelineConfig
 from datagen.pipeline.outcome import run_outcome
 from datagen.pipeline.progress import ResumeState, read_progress
 from datagen.pipeline.relabel_steps import RelabelStep, load_pairs
-from datagen.pipeline.run import (CONFIG_FILE, MODEL_STAGES, RUN_FILE, _map_kwargs, actor_start_bound,
+from datagen.pipeline.run import (CONFIG_FILE, MODEL_STAGES, RUN_FILE, _map_kwargs, actor_start_bound, end_helpers,
                                   init_ray)
 from datagen.pipeline.sink import DatasetSink
 from datagen.pipeline.sizing import plan_compute
@@ -212,7 +212,10 @@ def relabel(input_url: str, output_url: str, stages: list[str], cfg: PipelineCon
                            attempt=run["attempt"], storage_retries=cfg.write.storage_retries,
                            storage_backoff_s=cfg.write.storage_backoff_s, dataset_version=version,
                            claims=start_write_claims())
-        ds.write_datasink(sink)
+        try:
+            ds.write_datasink(sink)
+        finally:
+            end_helpers([sink.claims.handle])
     clean_partial_writes(dst, run["attempt_ids"])  # attempts of write tasks Ray retried
     manifest = read_manifest(dst).select(["changed_labels"]).to_pydict()["changed_labels"]
     changed = Counter(s for labels in manifest for s in labels)

@@ -74,12 +74,12 @@ def _map_kwargs(res: Resources) -> dict[str, Any]:
     return kw
 
 
-def build_dataset(cfg: PipelineConfig, sources, resume: ResumeState | ResumeClient | None, ledger: Any = None):
+def build_dataset(cfg: PipelineConfig, sources, resume: ResumeState | ResumeClient | None, registry: Any,
+                  ledger: Any = None):
     """The pipeline over `sources` (a Ray Dataset of source rows, see stages.ingest.source_dataset);
-    `ledger`, when given, adds up each stage's CPU and GPU seconds."""
+    `registry` is a VideoRegistry actor; `ledger`, when given, adds up each stage's CPU and GPU seconds."""
     import ray
 
-    registry = ray.remote(num_cpus=0)(VideoRegistry).remote()
     compute = plan_compute(cfg, ray.cluster_resources())
     ds = sources
     for stage_cls, section in ((IngestStage, cfg.ingest), (ShotsStage, cfg.shots), (PairsStage, cfg.pairs)):
@@ -209,6 +209,16 @@ def actor_start_bound(timeout_s: float):
         ctx.wait_for_min_actors_s = waited
 
 
+def end_helpers(handles: list[Any]) -> None:
+    """A job's helper actors (run state, claims, costs) end with it. Something in Ray Data keeps
+    their handles alive after the job, so a driver that runs again (a notebook, a bench, the tests)
+    kept every earlier run's, each a worker process."""
+    import ray
+
+    for h in handles:
+        ray.kill(h)
+
+
 def run_pipeline(cfg: PipelineConfig, inputs: list[str], output: str, *, console=None,
                  retry_failed: list[str] = (), verbose: bool = True) -> RunSummary:
     t0 = time.time()
@@ -228,7 +238,8 @@ def run_pipeline(cfg: PipelineConfig, inputs: list[str], output: str, *, console
     with actor_start_bound(cfg.ray.actor_start_timeout_s):  # no wait forever; the process default after
         listing = source_dataset(sources, cfg.ingest.resources.batch_size, **opts)
         ledger = ray.remote(num_cpus=0)(CostLedger).remote()
-        ds = build_dataset(pinned, listing, resume := ResumeClient.start(output, reopen), ledger)
+        registry = ray.remote(num_cpus=0)(VideoRegistry).remote()
+        ds = build_dataset(pinned, listing, resume := ResumeClient.start(output, reopen), registry, ledger)
         if console:
             done = resume.summary()
             what = f"resuming (attempt {run['attempts']}): {done['pairs_done']} pairs and " \
@@ -239,19 +250,23 @@ def run_pipeline(cfg: PipelineConfig, inputs: list[str], output: str, *, console
                            attempt=run["attempt"],
                            storage_retries=cfg.write.storage_retries, storage_backoff_s=cfg.write.storage_backoff_s,
                            claims=start_write_claims())
+        helpers = [ledger, registry, resume.handle, sink.claims.handle]
         say = console and (lambda line: console.print(line, highlight=False))
         try:
             with report_progress(loc, lambda: resume.summary()["videos_listed"], say=say):
                 ds.write_datasink(sink)
         except Exception as e:
+            end_helpers(helpers)
             failure = why_run_stopped(e, cfg, {cls.__name__: stage for stage, cls in MODEL_STAGES.items()})
             if failure is None:
                 raise
             raise failure from None  # its one-line message, not Ray's traceback
     videos_in = resume.summary()["videos_listed"]
+    totals = ray.get(ledger.totals.remote())
+    end_helpers(helpers)
     compact_dataset(loc)
     gpus_held = sum(resident(cfg.section(s).resources, "GPU") for s in cfg.model_stages)
-    cost = summarize(ray.get(ledger.totals.remote()), sink.totals["samples"], time.time() - t0, gpus_held)
+    cost = summarize(totals, sink.totals["samples"], time.time() - t0, gpus_held)
     shares = {"task_shares": task_shares.dataset_report(loc, cfg.assemble.task_shares)} if cfg.assemble.task_shares else {}
     standing = standing_failures(loc)
     stats = compute_stats(loc, stage_yields(loc, videos_in, cfg.model_stages, standing),

@@ -120,3 +120,33 @@ def test_resume_after_sigkill_of_the_driver(tmp_path, tiny_models, write_config,
     assert set(committed_before) <= set(keys)
     report = validate(str(out))
     assert report.ok, report.problems
+
+
+def helpers_alive(names: set[str]) -> list[str]:
+    import ray
+
+    # no public API lists actors without the dashboard, which these runs do not start
+    return [a["ActorClassName"] for a in ray._private.state.actors().values()
+            if a["State"] != "DEAD" and a["ActorClassName"] in names]
+
+
+def test_a_run_in_a_long_lived_driver_leaves_no_helper_actor_behind(tmp_path, tiny_models):
+    """A notebook or a bench runs again in the same driver: each run's helper actors (resume
+    state, write claims, video registry, cost ledger) must end with it, not pile up."""
+    from datagen.config import from_dict
+    from datagen.pipeline.config import PipelineConfig
+    from datagen.pipeline.run import run_pipeline
+    from tests.pipeline.conftest import _shutdown_ray, tiny_config_dict
+
+    cfg = from_dict(PipelineConfig, tiny_config_dict(tiny_models))
+    helpers = {"CostLedger", "VideoRegistry", "ResumeIndex", "WriteClaims"}
+    try:
+        for run in ("a", "b"):
+            run_pipeline(cfg, [p for p in REAL_VIDEOS if p.endswith("box.mp4")], str(tmp_path / run))
+            # ray.kill returns before the GCS records the death: wait on that record, bounded
+            deadline = time.monotonic() + 30
+            while (alive := helpers_alive(helpers)) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert alive == [], f"after run {run}: {alive}"
+    finally:
+        _shutdown_ray()
