@@ -5,6 +5,7 @@ from __future__ import annotations
 import tracemalloc
 
 import numpy as np
+import pytest
 
 from datagen.video.cuts import CutConfig, detect
 from stages.shots import pack_arrays, unpack_arrays
@@ -29,9 +30,10 @@ def test_shot_detection_working_memory_does_not_grow_with_the_window():
     assert long_ - short < 1.0 * (4000 - 1000) * 48 * 64, (short / 2**20, long_ / 2**20)
 
 
-def test_scan_arrays_are_read_in_place():
+@pytest.mark.parametrize("kind", [bytes, bytearray])  # bytes from Arrow; the bytearray itself in a fused task
+def test_scan_arrays_are_read_in_place(kind):
     frames = [np.full((72, 128), k, np.uint8) for k in range(200)]
-    data = bytes(pack_arrays({"grid_index": np.arange(200), "grid_images": frames}))
+    data = kind(pack_arrays({"grid_index": np.arange(200), "grid_images": frames}))
     assert frames == []  # moved into the buffer, not copied beside it
     tracemalloc.start()
     z = unpack_arrays(data)
