@@ -22,7 +22,6 @@ import io
 import json
 import posixpath
 import tarfile
-import uuid
 from dataclasses import dataclass
 from typing import Any, Iterator
 

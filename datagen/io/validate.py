@@ -11,11 +11,10 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import jsonschema
-import numpy as np
 from PIL import Image
 
 from datagen.io import pair_store as P
-from datagen.io.shards import SHARDS_DIR
+from datagen.io.reader import shard_rels
 from datagen.io.storage import Location
 from datagen.io.tables import read_manifest
 from schemas import columns as C
@@ -128,7 +127,7 @@ def validate(url: str | Location, progress: Callable[[int, int], None] | None = 
     problems: list[str] = []
     if not loc.exists(""):
         return ValidationReport(0, 0, [f"{loc.url}: no such dataset directory"])
-    on_disk = [p for p in loc.glob(f"{SHARDS_DIR}/*/*.tar")]
+    on_disk = shard_rels(loc)
     manifest = read_manifest(loc).select(["key", "shard", "members"]).to_pylist()
     if not on_disk and not manifest:
         problems.append(f"{loc.url}: no shards and no manifest; is this a datagen dataset directory?")

@@ -15,7 +15,6 @@ import sys
 import threading
 import time
 from functools import partial
-from pathlib import Path
 
 import pytest
 from datagen.config import from_dict, to_dict

@@ -74,7 +74,7 @@ def test_ray_strategies_match_the_plan():
 
 
 def test_a_vlm_actor_runs_several_batches_at_once_on_the_gpu_profile_and_one_on_the_cpu_profile():
-    ray_data = pytest.importorskip("ray.data")
+    pytest.importorskip("ray.data")
     gpu = plan_compute(load_config("gpu"), {"CPU": 32.0, "GPU": 2.0})
     strategy = gpu["caption"].ray_strategy()
     assert (strategy.max_concurrent_calls_per_actor, strategy.enable_true_multi_threading) == (4, True)

@@ -7,7 +7,6 @@ import pytest
 from datagen import UserError, task_shares
 from datagen.io.synthetic import make_labelled_pair_row
 from schemas import columns as C
-from schemas.tasks import TASK_BY_ID
 from stages.assemble import AssembleConfig, AssembleStage
 
 SHARES = {"instruction_edit": 0.5, "text_to_image": 0.2, "depth_estimation": 0.2, "edge_detection": 0.1}

@@ -7,7 +7,7 @@ from transformers import Sam2VideoModel
 from datagen import UserError
 from datagen.config import from_dict
 from datagen.media import decode_image
-from datagen.vision.preprocess import mask_box
+from datagen.cutouts import mask_box
 from datagen.vision.sam2_prompts import BadCaption, caption_objects
 from schemas.columns import FAILED_REASON, FAILED_STAGE, MASKS_A, MASKS_B, SEGMENTS, provenance_column
 from schemas.tasks import ImageKind
