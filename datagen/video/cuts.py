@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+import cv2
 import numpy as np
 
 from datagen.video.motion import frame_shifts
@@ -58,6 +59,11 @@ class CutConfig:
     gradual_max_blend: float = 0.35  # ...and is either one blend of the two (dissolve; moving shots >= 0.47)...
     gradual_max_nearest: float = 0.15  # ...or, pixel by pixel, one or the other (wipe; moving shots >= 0.12)
     gradual_max_step: float = 0.6  # a span holding a step above this is a hard cut (cuts 0.75-1.25), not a blend
+    # ...unless the far frames are one picture moved: the first, shifted along the camera path measured
+    # between them (frame_shifts), matches the last. A slow pan of fine texture decorrelates the small
+    # images within a few frames and then passes the blend test (measured: the 16x synthetic clip's
+    # 1.5 px/frame pans); its far frames warped match to <= 0.2, a transition's stay unrelated (0.75-1.25).
+    gradual_moved_max_change: float = 0.5
     min_shot_frames: int = 6  # boundaries closer than this are one (a fade's ramps, a transition's edges)
 
 
@@ -186,8 +192,9 @@ def detect(index: np.ndarray, thumbs: np.ndarray, times_s: np.ndarray, cfg: CutC
                 status[k - 1] = "transient"  # a broken frame at a cut: unlike both sides; the cut stays before it
                 continue
             cuts_pos.append(k)
+    shifts = frame_shifts(thumbs)
     if given is None:
-        transitions = _gradual(index, thumbs, status, cfg)
+        transitions = _gradual(index, thumbs, status, shifts, cfg)
         # a transition found around a hard cut is the cut's (a blend's steps are small, a cut's one step large)
         transitions = [(a, b) for a, b in transitions
                        if not any(a <= index[k] <= b and d[k] > cfg.gradual_max_step for k in cuts_pos)]
@@ -214,12 +221,13 @@ def detect(index: np.ndarray, thumbs: np.ndarray, times_s: np.ndarray, cfg: CutC
     cuts = [c for c in cuts if any(s.start_frame == c for s in shots)]
     return Shots(shots=shots, cuts=cuts, unusable={int(index[k]): str(status[k]) for k in range(n) if status[k] != "ok"},
                  brightness={int(index[k]): float(bright[k]) for k in range(n)}, transitions=transitions,
-                 steps=FrameSteps(index.astype(np.int64), d.astype(np.float32), back.astype(np.float32),
-                                  frame_shifts(thumbs)))
+                 steps=FrameSteps(index.astype(np.int64), d.astype(np.float32), back.astype(np.float32), shifts))
 
 
-def _gradual(index: np.ndarray, thumbs: np.ndarray, status: np.ndarray, cfg: CutConfig) -> list[tuple[int, int]]:
-    """Spans (first, last frame) where frames lie between two unrelated pictures: dissolves and wipes."""
+def _gradual(index: np.ndarray, thumbs: np.ndarray, status: np.ndarray, shifts: np.ndarray,
+             cfg: CutConfig) -> list[tuple[int, int]]:
+    """Spans (first, last frame) where frames lie between two unrelated pictures: dissolves and wipes.
+    `shifts`: frame_shifts(thumbs), the camera path that tells a moved picture from another one."""
     n = len(index)
     f = GRADUAL_SHRINK
     shape = (thumbs.shape[1] // f, f, thumbs.shape[2] // f, f)
@@ -228,6 +236,8 @@ def _gradual(index: np.ndarray, thumbs: np.ndarray, status: np.ndarray, cfg: Cut
         small[s:s + BLOCK_FRAMES] = thumbs[s:s + BLOCK_FRAMES].astype(np.float32).reshape(-1, *shape).mean((2, 4)).reshape(
             -1, shape[0] * shape[2])
     black = np.cumsum(np.r_[0, status == "black"])
+    diag = float(np.hypot(thumbs.shape[2], thumbs.shape[1]))
+    path = np.cumsum(shifts, 0) * diag  # thumbnail px from the first frame, (dx, dy)
     spans: list[tuple[int, int]] = []
     for w in cfg.gradual_widths_frames:
         lo = np.searchsorted(index, index - w).clip(0, n - 1)
@@ -238,7 +248,9 @@ def _gradual(index: np.ndarray, thumbs: np.ndarray, status: np.ndarray, cfg: Cut
             continue
         k = k[_changes_at(small, lo[k], hi[k], cfg) > cfg.gradual_min_change]
         for s in range(0, len(k), BLOCK_FRAMES):
-            spans += _blends(index, small, lo, hi, k[s:s + BLOCK_FRAMES], w, cfg)
+            hit = _blends(index, small, lo, hi, k[s:s + BLOCK_FRAMES], w, cfg)
+            spans += [(int(index[i]) - w // 2, int(index[i]) + w // 2) for i in hit
+                      if not _moved(thumbs, path, int(lo[i]), int(hi[i]), cfg)]
     merged: list[tuple[int, int]] = []
     for first, last in sorted(spans):
         if merged and first <= merged[-1][1] + 1:
@@ -248,9 +260,24 @@ def _gradual(index: np.ndarray, thumbs: np.ndarray, status: np.ndarray, cfg: Cut
     return merged
 
 
+def _moved(thumbs: np.ndarray, path: np.ndarray, a: int, b: int, cfg: CutConfig) -> bool:
+    """Whether frame `b` is frame `a` moved along the measured camera path (compared inside the
+    border the shift uncovers)."""
+    dx, dy = path[b] - path[a]
+    h, w = thumbs.shape[1:3]
+    mx, my = int(np.ceil(abs(dx))) + 1, int(np.ceil(abs(dy))) + 1
+    if 2 * mx >= w or 2 * my >= h:
+        return False  # moved out of the picture: nothing left to compare
+    warp = np.float32([[1, 0, dx], [0, 1, dy]])
+    moved = cv2.warpAffine(thumbs[a].astype(np.float32), warp, (w, h), flags=cv2.INTER_LINEAR)
+    inner = (slice(my, h - my), slice(mx, w - mx))
+    change = _changes(moved[inner].reshape(1, -1), thumbs[b][inner].astype(np.float32).reshape(1, -1), cfg)[0]
+    return bool(change <= cfg.gradual_moved_max_change)
+
+
 def _blends(index: np.ndarray, small: np.ndarray, lo: np.ndarray, hi: np.ndarray, k: np.ndarray, w: int,
-            cfg: CutConfig) -> list[tuple[int, int]]:
-    """Spans of half-width `w` around the frames `k` that look like a blend of frames `lo[k]` and `hi[k]`."""
+            cfg: CutConfig) -> np.ndarray:
+    """The frames of `k` that look like a blend of frames `lo[k]` and `hi[k]`."""
     a, m, b = small[lo[k]], small[k], small[hi[k]]
     outside = np.maximum(0, np.maximum(np.minimum(a, b) - m, m - np.maximum(a, b))).mean(1)
     spread = np.abs(a - b).mean(1) + 1e-6
@@ -259,7 +286,7 @@ def _blends(index: np.ndarray, small: np.ndarray, lo: np.ndarray, hi: np.ndarray
     nearest = np.minimum(np.abs(m - a), np.abs(m - b)).mean(1) / spread
     hit = k[(outside / spread < cfg.gradual_max_outside) & (mix > cfg.gradual_mix[0]) & (mix < cfg.gradual_mix[1])
             & ((blend < cfg.gradual_max_blend) | (nearest < cfg.gradual_max_nearest))]
-    return [(int(index[i]) - w // 2, int(index[i]) + w // 2) for i in hit]
+    return hit
 
 
 def _place_cut(before: int, after: int, refine, cfg: CutConfig) -> int:
