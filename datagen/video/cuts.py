@@ -248,7 +248,7 @@ def _gradual(index: np.ndarray, thumbs: np.ndarray, status: np.ndarray, shifts: 
             continue
         k = k[_changes_at(small, lo[k], hi[k], cfg) > cfg.gradual_min_change]
         for s in range(0, len(k), BLOCK_FRAMES):
-            hit = _blends(index, small, lo, hi, k[s:s + BLOCK_FRAMES], w, cfg)
+            hit = _blends(small, lo, hi, k[s:s + BLOCK_FRAMES], cfg)
             spans += [(int(index[i]) - w // 2, int(index[i]) + w // 2) for i in hit
                       if not _moved(thumbs, path, int(lo[i]), int(hi[i]), cfg)]
     merged: list[tuple[int, int]] = []
@@ -275,8 +275,7 @@ def _moved(thumbs: np.ndarray, path: np.ndarray, a: int, b: int, cfg: CutConfig)
     return bool(change <= cfg.gradual_moved_max_change)
 
 
-def _blends(index: np.ndarray, small: np.ndarray, lo: np.ndarray, hi: np.ndarray, k: np.ndarray, w: int,
-            cfg: CutConfig) -> np.ndarray:
+def _blends(small: np.ndarray, lo: np.ndarray, hi: np.ndarray, k: np.ndarray, cfg: CutConfig) -> np.ndarray:
     """The frames of `k` that look like a blend of frames `lo[k]` and `hi[k]`."""
     a, m, b = small[lo[k]], small[k], small[hi[k]]
     outside = np.maximum(0, np.maximum(np.minimum(a, b) - m, m - np.maximum(a, b))).mean(1)
