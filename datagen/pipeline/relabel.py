@@ -173,8 +173,9 @@ def build_relabel_dataset(cfg: PipelineConfig, src: Location, requested: list[st
                         batch_format="pyarrow")
     for name in plan:
         section = cfg.section(name)
-        ds = ds.map_batches(actor_class(RelabelStep), fn_constructor_kwargs={"stage_cls": MODEL_STAGES[name], "config": section,
-                                                                "requested": name in requested, "only_stale": only_stale},
+        kwargs = {"stage_cls": MODEL_STAGES[name], "config": section, "requested": name in requested,
+                  "only_stale": only_stale}
+        ds = ds.map_batches(actor_class(RelabelStep), fn_constructor_kwargs=kwargs,
                             compute=compute[name].ray_strategy(),
                             max_restarts=cfg.ray.max_actor_restarts, **_map_kwargs(section.resources))
     assemble = dataclasses.replace(cfg.assemble, tasks={t: r for t, r in cfg.assemble.tasks.items() if t in tasks})

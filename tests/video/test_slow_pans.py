@@ -1,4 +1,5 @@
-"""A slow pan of fine texture is one picture moving, not a dissolve: no gradual transition, and the cut beside it stays a cut."""
+"""A slow pan of fine texture is one picture moving, not a dissolve: no gradual transition,
+and the cut beside it stays a cut."""
 from __future__ import annotations
 
 from datagen.video.cuts import CutConfig, detect
