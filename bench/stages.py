@@ -4,7 +4,7 @@
     python bench/stages.py --size large --device cuda   # SAM2.1-hiera-large / DA-V2-Large shapes
 
 Both sides run the very same stage object on the same rows; the pipeline is
-`ray.data.from_items(rows).map_batches(Stage, concurrency=1, ...)`, the baseline a plain
+`ray.data.from_items(rows).map_batches(Stage, ...)` on one actor, the baseline a plain
 loop over the same batches. Steady-state throughput: each batch stamps its finish time,
 and the rate is counted from the first batch's finish to the last one's (model load and
 warm-up excluded on both sides). Target: pipeline >= 0.85x the bare loop. A stage is one
@@ -31,6 +31,7 @@ import torch  # noqa: E402
 
 from datagen.media import encode_image  # noqa: E402
 from datagen.pipeline.actors import actor_class  # noqa: E402
+from datagen.pipeline.sizing import StageCompute  # noqa: E402
 from datagen.models.tiny_vision import build_depth_anything, build_sam2  # noqa: E402
 from schemas.columns import CAPTION, HEIGHT, IMAGE_A, IMAGE_B, WIDTH  # noqa: E402
 from stages.depth import DepthConfig, DepthStage  # noqa: E402
@@ -170,10 +171,22 @@ def ray_pipeline(stage_cls, cfg, rows, batch_size: int) -> float:
     res = cfg.resources if hasattr(cfg, "resources") else None
     ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows) // batch_size)).map_batches(
         actor_class(timed(stage_cls)), fn_constructor_kwargs={"config": cfg}, batch_size=batch_size,
-        compute=ray.data.ActorPoolStrategy(size=1), num_cpus=res.num_cpus, num_gpus=1 if getattr(cfg, "device", "cpu") == "cuda" else 0,
-        batch_format="pyarrow")  # as datagen/pipeline/run.py maps every stage
+        # one actor, as the pipeline's plan makes it (datagen/pipeline/sizing.py), mapped as run.py maps every stage
+        compute=StageCompute("actors", 1, 1, res.batches_in_flight, res.batches_ahead).ray_strategy(),
+        num_cpus=res.num_cpus, num_gpus=1 if getattr(cfg, "device", "cpu") == "cuda" else 0, batch_format="pyarrow")
     out = ds.select_columns([STAMP, BUSY]).take_all()
     return rate([r[STAMP] for r in out], [r[BUSY] for r in out])
+
+
+def paired_round(stage_cls, cfg, rows, batch_size: int, bare_first: bool) -> tuple[float, float, float, float]:
+    """(ratio, bare rows/s, pipeline rows/s, pipeline busy share) of one bare loop and one pipeline run."""
+    if bare_first:
+        bare, _ = bare_loop(stage_cls, cfg, rows, batch_size)
+        piped, busy = ray_pipeline(stage_cls, cfg, rows, batch_size)
+    else:
+        piped, busy = ray_pipeline(stage_cls, cfg, rows, batch_size)
+        bare, _ = bare_loop(stage_cls, cfg, rows, batch_size)
+    return piped / bare, bare, piped, busy
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -182,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--stages", default=",".join(BENCHES), help="comma-separated subset of: " + ", ".join(BENCHES))
     ap.add_argument("--batches", type=int, default=12, help="batches per measurement (the first is warm-up)")
-    ap.add_argument("--repeats", type=int, default=3, help="alternating rounds of bare loop and pipeline; best kept")
+    ap.add_argument("--repeats", type=int, default=5, help="paired rounds of bare loop and pipeline; median reported")
     ap.add_argument("--batch-size", type=int, default=None, help="default: each stage's resources.batch_size")
     ap.add_argument("--model-dir", default=None, help="where random models are built (default: a temp dir)")
     args = ap.parse_args(argv)
@@ -207,17 +220,19 @@ def main(argv: list[str] | None = None) -> None:
                 torch.set_num_threads(max(1, int(cfg.resources.num_cpus)))
                 rows = pair_rows(bs * args.batches, *FRAME_WH[args.size])
                 images_per_row = 2  # frames A and B
-                # Alternate the two and keep each one's best round: on a shared machine the
-                # load changes between runs, and the best round is the least disturbed one.
-                bares, pipes = [], []
-                for _ in range(args.repeats):
-                    bares.append(bare_loop(stage_cls, cfg, rows, bs))
-                    pipes.append(ray_pipeline(stage_cls, cfg, rows, bs))
-                (bare, _), (piped, piped_busy) = max(bares), max(pipes)
+                # Paired rounds, the order alternating: the machine's speed drifts by 20 % over tens
+                # of seconds (measured: the same bare loop at 65 and 86 images/s minutes apart), so
+                # each round's ratio compares two runs that saw the same load, and the median round
+                # is reported (the images/s figures are that round's).
+                rounds = sorted(paired_round(stage_cls, cfg, rows, bs, bare_first=i % 2 == 0)
+                                for i in range(args.repeats))
+                _, bare, piped, piped_busy = rounds[len(rounds) // 2]
                 bare, piped = bare * images_per_row, piped * images_per_row
+                spread = "/".join(f"{r[0]:.2f}" for r in rounds)
                 tag = f"[{args.size},{args.device},bs={bs}]"
                 print(f"{name}.bare{tag}: {bare:.2f} images/s", flush=True)
-                print(f"{name}.ray_data{tag}: {piped:.2f} images/s ratio={piped / bare:.2f} vs {name}.bare", flush=True)
+                print(f"{name}.ray_data{tag}: {piped:.2f} images/s ratio={piped / bare:.2f} vs {name}.bare "
+                      f"(median of {len(rounds)} paired rounds: {spread})", flush=True)
                 # Under 1.0 the actor waited for input (the pipeline starved it); near 1.0 with a low
                 # ratio above, the stage itself ran slower in the actor's process (e.g. CPU contention).
                 print(f"{name}.ray_data_busy{tag}: {piped_busy:.2f} fraction of wall", flush=True)

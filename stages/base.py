@@ -40,10 +40,17 @@ class Resources:
     # overlaps them (a vLLM engine loop, an HTTP client): the next batch's requests queue
     # while this one's slowest finish, so the engine never drains at a batch's end.
     batches_in_flight: int = 1
+    # Batches Ray hands one actor ahead of those it runs. Ray Data's default (one ahead per
+    # running call) leaves the actor idle while the driver sees a batch finish and sends the
+    # next: measured 20 ms between the tiny judge's 100 ms batches, 10 ms with 3 ahead.
+    # Each one ahead holds a batch of input in the object store per actor.
+    batches_ahead: int = 3
 
     def __post_init__(self):
         if self.batches_in_flight < 1:
             raise ValueError(f"batches_in_flight must be >= 1, got {self.batches_in_flight}")
+        if self.batches_ahead < 0:
+            raise ValueError(f"batches_ahead must be >= 0, got {self.batches_ahead}")
         if self.min_concurrency < 1 or (self.concurrency is not None and self.concurrency < 1):
             raise ValueError(f"concurrency and min_concurrency must be >= 1, got {self.concurrency}, {self.min_concurrency}")
         if self.concurrency is not None and self.min_concurrency > self.concurrency:

@@ -37,7 +37,7 @@ from datagen.redact import redact
 from datagen.video.sources import check_sources
 from datagen.pipeline.stopped import why_run_stopped
 from datagen.pipeline.preflight import preflight_models
-from datagen.pipeline.sizing import plan_compute, resident
+from datagen.pipeline.sizing import StageCompute, plan_compute, resident
 from datagen.pipeline.throughput import run_throughput
 from schemas.reasons import PERMANENT, REASONS
 from stages.assemble import AssembleStage
@@ -86,7 +86,8 @@ def build_dataset(cfg: PipelineConfig, sources, resume: ResumeState | ResumeClie
         if stage_cls is PairsStage and cfg.shots.detector == "transnetv2":  # the shot network: a model stage
             res = cfg.shots.transnet_resources
             ds = ds.map_batches(actor_class(TransNetStage), fn_constructor_kwargs={"config": cfg.shots},
-                                compute=ray.data.ActorPoolStrategy(size=res.concurrency), **_map_kwargs(res))
+                                compute=StageCompute("actors", res.concurrency, res.concurrency, res.batches_in_flight,
+                                                     res.batches_ahead).ray_strategy(), **_map_kwargs(res))
         res = section.resources
         extra = {"resume": resume, "registry": registry} if stage_cls is IngestStage else {"resume": resume}
         extra["ledger"] = ledger

@@ -27,17 +27,21 @@ class StageCompute:
     min_size: int  # actors loaded all run (tasks: 1)
     max_size: int  # most actors, or most tasks in flight
     calls_per_actor: int = 1  # batches one actor runs at once (Resources.batches_in_flight)
+    ahead_per_actor: int = 3  # batches sent to an actor beyond those it runs (Resources.batches_ahead)
 
     def ray_strategy(self) -> Any:
         import ray
 
         if self.kind == "tasks":
             return ray.data.TaskPoolStrategy(size=self.max_size)
+        in_flight = self.calls_per_actor + self.ahead_per_actor
         if self.calls_per_actor == 1:
-            return ray.data.ActorPoolStrategy(min_size=self.min_size, max_size=self.max_size)
+            return ray.data.ActorPoolStrategy(min_size=self.min_size, max_size=self.max_size,
+                                              max_tasks_in_flight_per_actor=in_flight)
         # Ray runs an actor's calls one at a time unless told that the UDF itself is thread-safe
         return ray.data.ActorPoolStrategy(min_size=self.min_size, max_size=self.max_size,
                                           max_concurrent_calls_per_actor=self.calls_per_actor,
+                                          max_tasks_in_flight_per_actor=in_flight,
                                           enable_true_multi_threading=True)
 
     @property
@@ -68,7 +72,8 @@ def plan_compute(cfg: Any, cluster: Mapping[str, float]) -> dict[str, StageCompu
     for name in cfg.model_stages:
         res = cfg.section(name).resources
         most = res.concurrency if res.concurrency is not None else _fit(res, cpus, gpus)
-        plan[name] = StageCompute("actors", res.min_concurrency, max(res.min_concurrency, most), res.batches_in_flight)
+        plan[name] = StageCompute("actors", res.min_concurrency, max(res.min_concurrency, most),
+                                  res.batches_in_flight, res.batches_ahead)
     free_cpus = max(0.0, cpus - sum(resident(cfg.section(n).resources, "CPU") for n in cfg.model_stages))
     for name in CPU_STAGES:
         res = getattr(cfg, name).resources

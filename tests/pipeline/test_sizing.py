@@ -70,6 +70,10 @@ def test_ray_strategies_match_the_plan():
     plan = plan_compute(load_config("gpu"), {"CPU": 32.0, "GPU": 1.0})
     caption, pairs = plan["caption"].ray_strategy(), plan["pairs"].ray_strategy()
     assert isinstance(caption, ray_data.ActorPoolStrategy) and (caption.min_size, caption.max_size) == (1, 1)
+    # the caption actors of the gpu profile run 4 batches at once and get 3 more ahead
+    assert caption.max_tasks_in_flight_per_actor == 4 + 3
+    depth = plan_compute(load_config("cpu", ["depth.resources.batches_ahead=1"]), {"CPU": 2.0})["depth"]
+    assert depth.ray_strategy().max_tasks_in_flight_per_actor == 1 + 1
     assert isinstance(pairs, ray_data.TaskPoolStrategy) and pairs.size == 32 - 17
 
 
@@ -83,3 +87,5 @@ def test_a_vlm_actor_runs_several_batches_at_once_on_the_gpu_profile_and_one_on_
     assert cpu["caption"].calls_per_actor == 1 and cpu["caption"].ray_strategy().max_concurrent_calls_per_actor is None
     with pytest.raises(UserError, match="batches_in_flight"):
         load_config("gpu", ["caption.resources.batches_in_flight=0"])
+    with pytest.raises(UserError, match="batches_ahead"):
+        load_config("gpu", ["caption.resources.batches_ahead=-1"])
