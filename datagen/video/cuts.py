@@ -120,11 +120,45 @@ def _changes_at(rows: np.ndarray, ia: np.ndarray, ib: np.ndarray, cfg: CutConfig
     return out
 
 
+def _standardised(rows: np.ndarray, cfg: CutConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows standardised to zero mean and unit variance in float32, their means, which are flat);
+    a flat row (no texture) is only centred: its changes compare means instead."""
+    z = rows.astype(np.float32)
+    mean = z.mean(1)
+    z -= mean[:, None]
+    std = np.sqrt((z * z).mean(1))
+    flat = std < cfg.flat_std
+    z /= np.where(flat, 1.0, std)[:, None]
+    return z, mean, flat
+
+
+def neighbour_changes(rows: np.ndarray, offsets: tuple[int, ...], cfg: CutConfig) -> list[np.ndarray]:
+    """For each offset o, `_changes` from row k to row k + o for every k (n - o values).
+
+    BLOCK_FRAMES rows at a time (memory stays bounded on a long window), and each row is
+    standardised once for all offsets: `_changes` per pair re-derived both rows' means and
+    deviations, ~2/3 of the cut signal's CPU (0.13 s of a 2-minute clip's first half, 1.4 s).
+    """
+    n, reach = len(rows), max(offsets)
+    outs = [np.zeros(max(0, n - o)) for o in offsets]
+    for s in range(0, n, BLOCK_FRAMES):
+        z, mean, flat = _standardised(rows[s:s + BLOCK_FRAMES + reach], cfg)
+        for o, out in zip(offsets, outs):
+            m = min(BLOCK_FRAMES, n - o - s)  # the pairs (k, k + o) with k in [s, s + m)
+            if m <= 0:
+                continue
+            a, b = slice(0, m), slice(o, o + m)
+            ncc = (z[a] * z[b]).mean(1, dtype=np.float64)
+            jump = np.abs(mean[a] - mean[b]) / 255.0 > cfg.flat_mean_jump
+            out[s:s + m] = np.where(flat[a] | flat[b], jump.astype(np.float64), 1.0 - ncc)
+    return outs
+
+
 def step_changes(thumbs: np.ndarray, cfg: CutConfig) -> np.ndarray:
     """Change from each decoded frame's predecessor to it (0 for the first): the cut signal."""
     n = len(thumbs)
     d = np.zeros(n)
-    d[1:] = _changes_at(thumbs.reshape(n, -1), np.arange(n - 1), np.arange(1, n), cfg)
+    d[1:] = neighbour_changes(thumbs.reshape(n, -1), (1,), cfg)[0]
     return d
 
 
@@ -173,12 +207,13 @@ def detect(index: np.ndarray, thumbs: np.ndarray, times_s: np.ndarray, cfg: CutC
     status = np.array(["ok"] * n, dtype=object)
     status[p98 < cfg.black_max] = "black"
     status[p2 > cfg.blown_min] = "blown"
-    d = step_changes(thumbs, cfg)
+    step, skip = neighbour_changes(flat, (1, 2), cfg)  # each frame against the one before, and the one before that
+    d = np.r_[0.0, step]  # the cut signal, as step_changes gives it
     spike = np.zeros(n, bool)
     back = d.copy()  # (first and last frame: no neighbour on one side, the step itself stands in)
     if n > 2:  # flashes and glitches: unlike both neighbours, which are alike
         low = np.minimum(d[1:-1], d[2:])
-        back[1:-1] = _changes_at(flat, np.arange(n - 2), np.arange(2, n), cfg)
+        back[1:-1] = skip
         spike[1:-1] = (low > cfg.cut_min_change / 2) & (back[1:-1] < cfg.transient_ratio * low)
     status[spike & (status == "ok")] = "transient"
     good = (status != "black") & ~spike
