@@ -9,6 +9,7 @@ reshards to any world size: a checkpoint of 2 processes resumes on 1, or on 16.
 """
 from __future__ import annotations
 
+import gc
 import json
 import os
 import re
@@ -56,8 +57,35 @@ def _single_process_quiet():
         yield
 
 
+@contextmanager
+def no_collection():
+    """The garbage collector held off for one save or load.
+
+    DCP makes ~10^5 small objects per call (plans, metadata, an unpickler per tensor). They
+    push the collector into full collections, each walking every object of the process
+    (torch, the model): 0.25 s apiece on the small preset, in one rank one time and another
+    the next, and the slowest rank is what the job waits for. Measured on 2 gloo ranks: a
+    first load took 0.69 s with a collection inside it and 0.48 s without (one rank alone:
+    0.52 s). DCP's objects are freed by reference counts; any cycle among them is collected
+    after the call.
+    """
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def save(run_dir: str | Path, step: int, model, ema, optimizer, scheduler, extra: dict, keep: int,
          is_main: bool) -> Path:
+    with no_collection():
+        return _save(run_dir, step, model, ema, optimizer, scheduler, extra, keep, is_main)
+
+
+def _save(run_dir: str | Path, step: int, model, ema, optimizer, scheduler, extra: dict, keep: int,
+          is_main: bool) -> Path:
     """Every rank calls this; each writes its shards into a temporary directory that rank 0 then renames."""
     root = checkpoint_dir(run_dir)
     final, tmp = root / f"step_{step:08d}", root / f".step_{step:08d}.tmp"
@@ -98,6 +126,11 @@ def read_meta(path: str | Path) -> dict:
 def restore(path: str | Path, model, ema, optimizer, scheduler) -> dict:
     """Load a checkpoint of any world size into this rank's (possibly sharded) model, EMA, optimizer and
     schedule; returns its meta (step, data position, configs)."""
+    with no_collection():
+        return _restore(path, model, ema, optimizer, scheduler)
+
+
+def _restore(path: str | Path, model, ema, optimizer, scheduler) -> dict:
     meta = read_meta(path)
     model_sd, optim_sd = get_state_dict(model, optimizer)  # this rank's shards: DCP reads only those bytes
     state = {"model": model_sd, "ema": get_model_state_dict(ema), "optimizer": optim_sd}
