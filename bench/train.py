@@ -169,6 +169,7 @@ def _ckpt_worker(rank: int, world: int, port: int, preset: str, root: str, out: 
     from datagen.train.ema import make_ema
     from datagen.train.model import FrameDiT
     from datagen.train.presets import model_config
+    from datagen.train.train import freeze_setup
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
@@ -184,6 +185,7 @@ def _ckpt_worker(rank: int, world: int, port: int, preset: str, root: str, out: 
     for p in model.parameters():
         p.grad = torch.ones_like(p)
     optimizer.step()  # AdamW state exists: the checkpoint holds 4 copies of the weights (model, EMA, 2 moments)
+    freeze_setup()  # as the trainer does once its model and optimizer are built
 
     def timed(fn) -> float:
         if dist.is_initialized():

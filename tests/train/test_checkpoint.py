@@ -60,3 +60,18 @@ def test_a_collector_that_was_off_stays_off(tmp_path):
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_the_trainer_freezes_what_it_built_before_the_first_step():
+    from datagen.train.train import freeze_setup
+
+    built = torch.nn.Linear(4, 4)
+    try:
+        freeze_setup()
+        frozen = gc.get_freeze_count()
+        in_generations = any(o is built for g in range(3) for o in gc.get_objects(g))
+        assert frozen > 0 and gc.is_tracked(built) and not in_generations  # moved to the permanent generation
+        gc.collect()  # a full collection leaves the frozen objects where they are
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
