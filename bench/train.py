@@ -160,6 +160,7 @@ def pre_encoded_bench(root: Path, cfg: TrainConfig, a: argparse.Namespace, raw_s
 
 
 def _ckpt_worker(rank: int, world: int, port: int, preset: str, root: str, out: str, group_of_one: bool) -> None:
+    import gc
     import os
     import time
 
@@ -205,6 +206,7 @@ def _ckpt_worker(rank: int, world: int, port: int, preset: str, root: str, out: 
         written = sum(f.stat().st_size for f in checkpoint.latest(root).iterdir())
         Path(out).write_text(json.dumps({"first_save_s": first_save_s, "save_s": save_s, "load_s": load_s,
                                          "mb_per_rank": written / world / 1e6}))
+    gc.unfreeze()  # as the trainer does before it ends its process group
     parallel.close()
 
 

@@ -7,7 +7,6 @@ Launch with `torchrun --nproc_per_node=G -m datagen train --config FILE` on one 
 """
 from __future__ import annotations
 
-import atexit
 import gc
 import json
 import math
@@ -142,12 +141,11 @@ def freeze_setup() -> None:
     them off (their ~10^5 small objects; checkpoint.no_collection defers the collection to
     the call's end, this makes it cheap). DataLoader workers forked after this also leave
     the frozen objects' pages unwritten (the gc.freeze documentation's advice for fork).
-    Unfrozen at exit, so that the interpreter's shutdown frees them (nanobind, in triton,
-    otherwise reports its objects as leaked).
+    `run` unfreezes them before it ends its process group, so that they are freed as before
+    (nanobind, in triton, reports objects still frozen at exit as leaked).
     """
     gc.collect()
     gc.freeze()
-    atexit.register(gc.unfreeze)
 
 
 def run(cfg: TrainConfig, resume: bool = False, stop_at: int | None = None) -> torch.nn.Module:
@@ -260,6 +258,7 @@ def run(cfg: TrainConfig, resume: bool = False, stop_at: int | None = None) -> t
                             cfg.keep_checkpoints, d.is_main)
     if writer is not None:
         writer.close()
+    gc.unfreeze()  # (see freeze_setup)
     parallel.close()
     return raw_model
 
