@@ -103,20 +103,15 @@ class Shots:
 def _changes(a: np.ndarray, b: np.ndarray, cfg: CutConfig) -> np.ndarray:
     """1 - normalised cross-correlation of each row of `a` (n, p) with the same row of `b` (0 same
     picture, ~1 unrelated); rows that are flat (no texture) compare their means instead."""
-    ma, mb = a.mean(1), b.mean(1)
-    sa, sb = a.std(1), b.std(1)
-    flat = (sa < cfg.flat_std) | (sb < cfg.flat_std)
-    ncc = ((a - ma[:, None]) * (b - mb[:, None])).mean(1) / np.where(flat, 1.0, sa * sb)
-    jump = np.abs(ma - mb) / 255.0 > cfg.flat_mean_jump
-    return np.where(flat, jump.astype(np.float64), 1.0 - ncc.astype(np.float64))
+    return _change_of(_standardised(a, cfg), _standardised(b, cfg), cfg)
 
 
 def _changes_at(rows: np.ndarray, ia: np.ndarray, ib: np.ndarray, cfg: CutConfig) -> np.ndarray:
-    """`_changes(rows[ia], rows[ib])`, BLOCK_FRAMES rows at a time in float32."""
+    """`_changes(rows[ia], rows[ib])`, BLOCK_FRAMES rows at a time."""
     out = np.empty(len(ia))
     for s in range(0, len(ia), BLOCK_FRAMES):
         block = slice(s, s + BLOCK_FRAMES)
-        out[block] = _changes(rows[ia[block]].astype(np.float32), rows[ib[block]].astype(np.float32), cfg)
+        out[block] = _changes(rows[ia[block]], rows[ib[block]], cfg)
     return out
 
 
@@ -130,6 +125,15 @@ def _standardised(rows: np.ndarray, cfg: CutConfig) -> tuple[np.ndarray, np.ndar
     flat = std < cfg.flat_std
     z /= np.where(flat, 1.0, std)[:, None]
     return z, mean, flat
+
+
+def _change_of(a: tuple[np.ndarray, np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray, np.ndarray],
+               cfg: CutConfig) -> np.ndarray:
+    """`_changes` of two sets of rows as `_standardised` gives them."""
+    (za, ma, fa), (zb, mb, fb) = a, b
+    ncc = (za * zb).mean(1, dtype=np.float64)
+    jump = np.abs(ma - mb) / 255.0 > cfg.flat_mean_jump
+    return np.where(fa | fb, jump.astype(np.float64), 1.0 - ncc)
 
 
 def neighbour_changes(rows: np.ndarray, offsets: tuple[int, ...], cfg: CutConfig) -> list[np.ndarray]:
@@ -148,18 +152,8 @@ def neighbour_changes(rows: np.ndarray, offsets: tuple[int, ...], cfg: CutConfig
             if m <= 0:
                 continue
             a, b = slice(0, m), slice(o, o + m)
-            ncc = (z[a] * z[b]).mean(1, dtype=np.float64)
-            jump = np.abs(mean[a] - mean[b]) / 255.0 > cfg.flat_mean_jump
-            out[s:s + m] = np.where(flat[a] | flat[b], jump.astype(np.float64), 1.0 - ncc)
+            out[s:s + m] = _change_of((z[a], mean[a], flat[a]), (z[b], mean[b], flat[b]), cfg)
     return outs
-
-
-def step_changes(thumbs: np.ndarray, cfg: CutConfig) -> np.ndarray:
-    """Change from each decoded frame's predecessor to it (0 for the first): the cut signal."""
-    n = len(thumbs)
-    d = np.zeros(n)
-    d[1:] = neighbour_changes(thumbs.reshape(n, -1), (1,), cfg)[0]
-    return d
 
 
 def _dark_bright_levels(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -208,7 +202,7 @@ def detect(index: np.ndarray, thumbs: np.ndarray, times_s: np.ndarray, cfg: CutC
     status[p98 < cfg.black_max] = "black"
     status[p2 > cfg.blown_min] = "blown"
     step, skip = neighbour_changes(flat, (1, 2), cfg)  # each frame against the one before, and the one before that
-    d = np.r_[0.0, step]  # the cut signal, as step_changes gives it
+    d = np.r_[0.0, step]  # the cut signal: the change from each decoded frame's predecessor (0 for the first)
     spike = np.zeros(n, bool)
     back = d.copy()  # (first and last frame: no neighbour on one side, the step itself stands in)
     if n > 2:  # flashes and glitches: unlike both neighbours, which are alike
@@ -306,7 +300,7 @@ def _moved(thumbs: np.ndarray, path: np.ndarray, a: int, b: int, cfg: CutConfig)
     warp = np.float32([[1, 0, dx], [0, 1, dy]])
     moved = cv2.warpAffine(thumbs[a].astype(np.float32), warp, (w, h), flags=cv2.INTER_LINEAR)
     inner = (slice(my, h - my), slice(mx, w - mx))
-    change = _changes(moved[inner].reshape(1, -1), thumbs[b][inner].astype(np.float32).reshape(1, -1), cfg)[0]
+    change = _changes(moved[inner].reshape(1, -1), thumbs[b][inner].reshape(1, -1), cfg)[0]
     return bool(change <= cfg.gradual_moved_max_change)
 
 
