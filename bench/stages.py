@@ -172,7 +172,7 @@ def ray_pipeline(stage_cls, cfg, rows, batch_size: int) -> float:
     ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows) // batch_size)).map_batches(
         actor_class(timed(stage_cls)), fn_constructor_kwargs={"config": cfg}, batch_size=batch_size,
         # one actor, as the pipeline's plan makes it (datagen/pipeline/sizing.py), mapped as run.py maps every stage
-        compute=StageCompute("actors", 1, 1, res.batches_in_flight, res.batches_ahead).ray_strategy(),
+        compute=StageCompute.actor_pool(res, 1, 1).ray_strategy(),
         num_cpus=res.num_cpus, num_gpus=1 if getattr(cfg, "device", "cpu") == "cuda" else 0, batch_format="pyarrow")
     out = ds.select_columns([STAMP, BUSY]).take_all()
     return rate([r[STAMP] for r in out], [r[BUSY] for r in out])

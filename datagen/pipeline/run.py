@@ -86,8 +86,8 @@ def build_dataset(cfg: PipelineConfig, sources, resume: ResumeState | ResumeClie
         if stage_cls is PairsStage and cfg.shots.detector == "transnetv2":  # the shot network: a model stage
             res = cfg.shots.transnet_resources
             ds = ds.map_batches(actor_class(TransNetStage), fn_constructor_kwargs={"config": cfg.shots},
-                                compute=StageCompute("actors", res.concurrency, res.concurrency, res.batches_in_flight,
-                                                     res.batches_ahead).ray_strategy(), **_map_kwargs(res))
+                                compute=StageCompute.actor_pool(res, res.concurrency, res.concurrency).ray_strategy(),
+                                **_map_kwargs(res))
         res = section.resources
         extra = {"resume": resume, "registry": registry} if stage_cls is IngestStage else {"resume": resume}
         extra["ledger"] = ledger

@@ -29,6 +29,11 @@ class StageCompute:
     calls_per_actor: int = 1  # batches one actor runs at once (Resources.batches_in_flight)
     ahead_per_actor: int = 3  # batches sent to an actor beyond those it runs (Resources.batches_ahead)
 
+    @classmethod
+    def actor_pool(cls, res: Resources, min_size: int, max_size: int) -> "StageCompute":
+        """Between `min_size` and `max_size` actors of `res`, each running and queued its batches."""
+        return cls("actors", min_size, max_size, res.batches_in_flight, res.batches_ahead)
+
     def ray_strategy(self) -> Any:
         import ray
 
@@ -72,8 +77,7 @@ def plan_compute(cfg: Any, cluster: Mapping[str, float]) -> dict[str, StageCompu
     for name in cfg.model_stages:
         res = cfg.section(name).resources
         most = res.concurrency if res.concurrency is not None else _fit(res, cpus, gpus)
-        plan[name] = StageCompute("actors", res.min_concurrency, max(res.min_concurrency, most),
-                                  res.batches_in_flight, res.batches_ahead)
+        plan[name] = StageCompute.actor_pool(res, res.min_concurrency, max(res.min_concurrency, most))
     free_cpus = max(0.0, cpus - sum(resident(cfg.section(n).resources, "CPU") for n in cfg.model_stages))
     for name in CPU_STAGES:
         res = getattr(cfg, name).resources
