@@ -80,13 +80,13 @@ def no_collection():
 
 def save(run_dir: str | Path, step: int, model, ema, optimizer, scheduler, extra: dict, keep: int,
          is_main: bool) -> Path:
+    """Every rank calls this; each writes its shards into a temporary directory that rank 0 then renames."""
     with no_collection():
         return _save(run_dir, step, model, ema, optimizer, scheduler, extra, keep, is_main)
 
 
 def _save(run_dir: str | Path, step: int, model, ema, optimizer, scheduler, extra: dict, keep: int,
           is_main: bool) -> Path:
-    """Every rank calls this; each writes its shards into a temporary directory that rank 0 then renames."""
     root = checkpoint_dir(run_dir)
     final, tmp = root / f"step_{step:08d}", root / f".step_{step:08d}.tmp"
     if is_main:

@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import bisect
-
 from dataclasses import dataclass, field
 
 import av
