@@ -135,7 +135,7 @@ def probe(path: str, limits: ProbeLimits = ProbeLimits()) -> ProbeInfo:
         if hi > limits.max_side_px or hi > limits.max_aspect * max(lo, 1):
             raise VideoError("absurd_dimensions", f"{width}x{height} (limits: sides up to "
                              f"{limits.max_side_px} px, aspect <= {limits.max_aspect})")
-        pts, keys = _frame_table(container, stream)
+        pts, keys, first = _frame_table(container, stream)
         if not len(pts):  # a video stream with a decoder but no packet to read: its index is damaged
             raise VideoError("corrupt", f"the {width}x{height} video stream lists no readable frame (damaged index)")
         if len(pts) < limits.min_frames:
@@ -145,7 +145,9 @@ def probe(path: str, limits: ProbeLimits = ProbeLimits()) -> ProbeInfo:
         declared_s = _declared_duration_s(container, stream)
         if declared_s and declared_s - last_s > max(limits.truncation_tolerance_s, 0.1 * declared_s):
             raise VideoError("truncated", f"frames end at {last_s:.2f} s of a declared {declared_s:.2f} s")
-        rotation = _first_frame_rotation(path)
+        if isinstance(first, VideoError):
+            raise first
+        rotation = int(round(first.rotation or 0)) % 360
         fmt = ctx.format
         bit_depth = int(fmt.components[0].bits) if fmt is not None and fmt.components else 8
         steps = np.diff(pts).astype(np.float64) * tb
@@ -194,11 +196,19 @@ def _mp4_boxes_run_past_end(path: str, size: int) -> bool:
     return False
 
 
-def _frame_table(container, stream) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted unique timestamps of the non-empty video packets (empty packets are dropped frames)."""
+def _frame_table(container, stream) -> tuple[np.ndarray, np.ndarray, av.VideoFrame | VideoError]:
+    """Sorted unique timestamps of the non-empty video packets (empty packets are dropped frames),
+    those of the keyframes, and the first decoded frame (its rotation; whether the stream decodes
+    at all), or the VideoError that says why none decodes. The first frame is decoded from the
+    packets as they are demuxed (a second open of the file for it: box.mp4's probe 19.7 -> 13.3 ms)."""
     pts, keys = [], []
+    ctx = stream.codec_context
+    ctx.thread_count = 1  # threads cost start-up CPU for one frame
+    first: av.VideoFrame | VideoError | None = None
     try:
         for packet in container.demux(stream):
+            if first is None:
+                first = _first_frame(ctx, packet)
             ts = packet.pts if packet.pts is not None else packet.dts
             if packet.size == 0 or ts is None:
                 continue
@@ -207,21 +217,25 @@ def _frame_table(container, stream) -> tuple[np.ndarray, np.ndarray]:
                 keys.append(ts)
     except av.FFmpegError as e:
         raise VideoError("truncated", f"demuxing stopped after {len(pts)} packets: {e}") from None
-    return np.unique(np.asarray(pts, np.int64)), np.unique(np.asarray(keys, np.int64))
+    if first is None:  # the decoder held its frames back to the end: drain it
+        first = _first_frame(ctx, None) or VideoError("decode_error", "no frame decodes")
+    return np.unique(np.asarray(pts, np.int64)), np.unique(np.asarray(keys, np.int64)), first
+
+
+def _first_frame(ctx, packet) -> av.VideoFrame | VideoError | None:
+    """The frame `packet` (None: the end of the stream) decodes to, if any. The decoder is drained
+    after it: a stream with B-frames holds its first frame back until a few more packets are
+    decoded in full, which the probe has no use for (Megamind.avi's probe 5.6 -> 2.9 ms)."""
+    try:
+        frames = ctx.decode(packet) or (ctx.decode(None) if packet is not None else [])
+    except av.FFmpegError as e:
+        return VideoError("decode_error", f"first frame does not decode: {e}")
+    if not frames and packet is not None:
+        ctx.flush_buffers()  # (drained: reopen it for the next packet)
+    return frames[0] if frames else None
 
 
 def _declared_duration_s(container, stream) -> float:
     if stream.duration is not None and stream.time_base:
         return float(stream.duration * stream.time_base)
     return float(container.duration) / 1e6 if container.duration else 0.0
-
-
-def _first_frame_rotation(path: str) -> int:
-    try:
-        with av.open(path) as c:
-            c.streams.video[0].codec_context.thread_count = 1  # threads cost start-up CPU for one frame
-            for frame in c.decode(video=0):
-                return int(round(frame.rotation or 0)) % 360
-    except av.FFmpegError as e:
-        raise VideoError("decode_error", f"first frame does not decode: {e}") from None
-    raise VideoError("decode_error", "no frame decodes")

@@ -64,6 +64,16 @@ def truncated(path: Path) -> Path:
     return path
 
 
+def garbled_frames(path: Path) -> Path:
+    """A sound MP4 index over frames of random bytes: it opens and demuxes, and nothing decodes."""
+    data = bytearray(clip(path.with_suffix(".src.mp4")).read_bytes())
+    at = data.index(b"mdat")
+    size = int.from_bytes(data[at - 4:at], "big")
+    data[at + 4:at - 4 + size] = np.random.default_rng(0).integers(0, 256, size - 8, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+    return path
+
+
 BAD = {
     "zero_bytes": (lambda p: (p.write_bytes(b""), p)[1], "empty_file"),
     "text": (lambda p: (p.write_text("not a video\n" * 50), p)[1], "not_a_video"),
@@ -73,6 +83,7 @@ BAD = {
     "audio_only": (audio_only, "audio_only"),
     "2x2": (tiny, "too_small"),
     "one_frame": (lambda p: clip(p, frames=1), "too_short"),
+    "garbled_frames": (garbled_frames, "decode_error"),
 }
 
 
