@@ -97,3 +97,14 @@ def test_real_clips(name, cuts):
         assert shots.shots[0].start_frame == 1
     if name == "tree.avi":
         assert info.vfr  # 68 frames spread over 30 s at irregular intervals
+
+
+@pytest.mark.parametrize("f", [2, 3, 4])
+def test_block_means_equal_the_float_mean_of_each_block(f):
+    """The gradual test's small images: integer sums of strided slices, the same bits as a float32 mean."""
+    from datagen.video.cuts import BLOCK_FRAMES, _block_means
+
+    thumbs = np.random.default_rng(f).integers(0, 256, (BLOCK_FRAMES + 3, 48, 64), dtype=np.uint8)
+    h, w = 48 // f, 64 // f
+    blocks = thumbs[:, :h * f, :w * f].astype(np.float32).reshape(-1, h, f, w, f).mean((2, 4))
+    assert np.array_equal(_block_means(thumbs, f), blocks.reshape(len(thumbs), -1))
