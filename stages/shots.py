@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from datagen.video.cuts import CutConfig, FrameSteps, Shot, Shots, detect
-from datagen.video.decode import KeptFrame, Scan, ScanConfig, decode_window, scan
+from datagen.video.decode import KeptFrame, KeptFrames, Scan, ScanConfig, decode_window, scan
 from datagen.video.probe import ProbeInfo, VideoError, local_path
 from datagen.video.transnet import TransNetConfig
 from datagen.video.windows import Window
@@ -105,11 +105,11 @@ def shots_json(shots: Shots, grid_index: np.ndarray, decoded_frames: int, skip_n
 
 
 def _scan_bytes(seen: Scan, steps: FrameSteps | None) -> bytearray:
-    """What the pairs stage reads of the scan, packed. Consumes `seen`: its grid images and kept
-    copies move into the buffer one by one (pack_arrays empties the lists), so a window's frames
-    are held once while packing, not three times (the frames, their np.stack, the joined bytes:
-    ~150 MiB of a 10-minute window's 50 MiB, by tracemalloc)."""
-    kept = sorted(seen.kept)
+    """What the pairs stage reads of the scan, packed. Consumes `seen`: the kept copies' buffer
+    becomes the packed one, and its grid images move into it one by one (pack_arrays empties the
+    list), so a window's frames are held once while packing, not three times (the frames, their
+    np.stack, the joined bytes: ~150 MiB of a 10-minute window's 50 MiB, by tracemalloc)."""
+    kept = seen.kept
     arrays: dict[str, Any] = dict(grid_index=seen.grid_index, grid_images=seen.grid_images)
     if steps is not None:  # the cut signal of every decoded frame: the pairs' continuity check reads it
         arrays.update(step_index=steps.index, step_change=steps.change, step_back=steps.back)
@@ -117,53 +117,71 @@ def _scan_bytes(seen: Scan, steps: FrameSteps | None) -> bytearray:
             arrays.update(step_shift=steps.shift)
     if seen.net_frames is not None:  # for the TransNetV2 stage, which drops them (and the thumbnails) again
         arrays.update(net_frames=seen.net_frames, thumbs=seen.thumbs)
-    if kept and len({(seen.kept[i].format, seen.kept[i].pixels.shape) for i in kept}) == 1:
-        first = seen.kept[kept[0]]  # a stream whose frames change format midway keeps none (pairs decodes them)
-        arrays.update(kept_index=np.array(kept, np.int64),
-                      kept_format=np.array(first.format), kept_size=np.array(first.size, np.int64),
-                      kept_colorspace=np.array([seen.kept[i].colorspace for i in kept], np.int64),
-                      kept_color_range=np.array([seen.kept[i].color_range for i in kept], np.int64),
-                      kept_pixels=[seen.kept.pop(i).pixels for i in kept])
-    seen.grid_images, seen.kept, seen.thumbs = [], {}, None
-    return pack_arrays(arrays)
+    if len(kept):  # (a stream whose frames change format midway keeps none: pairs decodes them)
+        arrays.update(kept_index=np.array(kept.index, np.int64), kept_format=np.array(kept.format),
+                      kept_size=np.array(kept.size, np.int64), kept_colorspace=np.array(kept.colorspace, np.int64),
+                      kept_color_range=np.array(kept.color_range, np.int64))
+    seen.grid_images, seen.kept, seen.thumbs = [], KeptFrames(), None
+    return pack_arrays(arrays, kept if len(kept) else None)
 
 
-def pack_arrays(arrays: dict[str, np.ndarray | list[np.ndarray]]) -> bytearray:
-    """Named arrays as consecutive .npy records, written once into one buffer (np.savez's zip
-    checksums and a growing BytesIO each cost more than the copy: ~30 ms for 12 MB of kept frames).
-    A list of equal-shaped arrays is stored stacked, and emptied as it is written: an array it held
-    alone is freed as soon as it is copied."""
-    records: list[tuple[bytes, int, Any]] = []  # (header, payload bytes, array or list)
-    for v in [np.array(list(arrays)), *arrays.values()]:
-        if isinstance(v, list):
-            like = v[0] if v else np.empty(0, np.uint8)
-            meta = dict(np.lib.format.header_data_from_array_1_0(like), shape=(len(v), *like.shape))
-        else:
-            v = np.asarray(v)
-            v = v if v.flags.c_contiguous else v.copy()  # (not ascontiguousarray: it turns 0-d arrays into 1-d)
-            meta = np.lib.format.header_data_from_array_1_0(v)
-        header = io.BytesIO()
-        np.lib.format.write_array_header_1_0(header, meta)
-        records.append((header.getvalue(), math.prod(meta["shape"]) * np.dtype(meta["descr"]).itemsize, v))
-    out = bytearray(sum(len(h) + n for h, n, _ in records))
-    view, pos = memoryview(out), 0
-    for header, nbytes, v in records:
-        view[pos:pos + len(header)] = header
-        pos += len(header)
-        parts = v if isinstance(v, list) else [v]
-        parts.reverse()  # (a list is popped from its end: each frame is released once copied)
-        while parts:
-            a = np.ascontiguousarray(parts.pop()).reshape(-1).view(np.uint8)
-            view[pos:pos + a.size] = a
-            pos += a.size
+def pack_arrays(arrays: dict[str, np.ndarray | list[np.ndarray]], kept: KeptFrames | None = None) -> bytearray:
+    """Named arrays as consecutive .npy records, then the record of their names, then (the last
+    8 bytes) where that record starts. With `kept`, the scan's kept copies: their buffer already
+    holds the pixels after room for one header, and becomes the packed buffer as `kept_pixels`,
+    its first record (the pixels are not copied again). A list of equal-shaped arrays is stored
+    stacked, and emptied as it is written: an array it held alone is freed as soon as it is copied.
+    (np.savez's zip checksums and a growing BytesIO each cost more than the copy.)"""
+    names: list[str] = []
+    if kept is not None:
+        out = kept.buffer
+        kept.buffer = bytearray()
+        out[:KeptFrames.HEAD] = _npy_header(dict(descr="|u1", fortran_order=False,
+                                                 shape=(len(kept.index), *kept.shape)), KeptFrames.HEAD)
+        names.append("kept_pixels")
+    else:
+        out = bytearray()
+    for name, v in arrays.items():
+        _append_record(out, v)
+        names.append(name)
+    names_at = len(out)
+    _append_record(out, np.array(names))
+    out += names_at.to_bytes(8, "little")
     return out
+
+
+def _npy_header(meta: dict, size: int | None = None) -> bytes:
+    """A .npy 1.0 header; with `size`, padded with spaces to exactly that many bytes."""
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, meta)
+    head = header.getvalue()
+    if size is None:
+        return head
+    if len(head) > size:
+        raise ValueError(f"a {len(head)}-byte array header does not fit the {size} bytes left for it")
+    body = head[10:-1] + b" " * (size - len(head)) + b"\n"
+    return head[:8] + len(body).to_bytes(2, "little") + body
+
+
+def _append_record(out: bytearray, v: np.ndarray | list[np.ndarray]) -> None:
+    if isinstance(v, list):
+        like = v[0] if v else np.empty(0, np.uint8)
+        out += _npy_header(dict(np.lib.format.header_data_from_array_1_0(like), shape=(len(v), *like.shape)))
+        v.reverse()  # (a list is popped from its end: each frame is released once copied)
+        while v:
+            out += memoryview(np.ascontiguousarray(v.pop()).reshape(-1).view(np.uint8))  # (not ndarray: NumPy's add)
+        return
+    v = np.asarray(v)
+    v = v if v.flags.c_contiguous else v.copy()  # (not ascontiguousarray: it turns 0-d arrays into 1-d)
+    out += _npy_header(np.lib.format.header_data_from_array_1_0(v))
+    out += memoryview(v.reshape(-1).view(np.uint8))
 
 
 def unpack_arrays(data: bytes | bytearray) -> dict[str, np.ndarray]:
     """Inverse of pack_arrays, without copying: the arrays are views of `data` (read-only for bytes).
     Only each record's header is copied out to be parsed (io.BytesIO over a bytearray copies all of
     it: ~12 ms for a 2-minute clip's scan)."""
-    pos = 0
+    pos = int.from_bytes(data[len(data) - 8:], "little")
 
     def record() -> np.ndarray:
         nonlocal pos
@@ -178,6 +196,7 @@ def unpack_arrays(data: bytes | bytearray) -> dict[str, np.ndarray]:
         return a
 
     names = record()
+    pos = 0
     return {str(n): record() for n in names}
 
 

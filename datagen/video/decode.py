@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import bisect
+import math
 from dataclasses import dataclass, field
 
 import av
@@ -28,7 +29,17 @@ from datagen.video.probe import ProbeInfo, VideoError
 
 # Pixel formats a kept frame stays in (PyAV copies them to and from arrays exactly); any
 # other format is converted to RGB when kept, which loses nothing a sample needs.
-KEEP_FORMATS = {"yuv420p", "yuvj420p", "yuv444p", "yuvj444p", "rgb24", "gray"}
+# (Each one's frame as PyAV's arrays hold it: its planes' rows end to end, with the bytes per
+# pixel of each plane and the shape of the whole, for width w and height h.)
+_KEEP_LAYOUT = {
+    "yuv420p": ((1, 1, 1), lambda w, h: (h * 3 // 2, w)),
+    "yuvj420p": ((1, 1, 1), lambda w, h: (h * 3 // 2, w)),
+    "yuv444p": ((1, 1, 1), lambda w, h: (3, h, w)),
+    "yuvj444p": ((1, 1, 1), lambda w, h: (3, h, w)),
+    "rgb24": ((3,), lambda w, h: (h, w, 3)),
+    "gray": ((1,), lambda w, h: (h, w)),
+}
+KEEP_FORMATS = frozenset(_KEEP_LAYOUT)
 
 
 @dataclass
@@ -68,6 +79,78 @@ class KeptFrame:
     color_range: int
 
 
+class KeptFrames:
+    """The scan's sample-quality copies of grid frames, written once into the buffer that the shots
+    stage hands on (stages/shots.py pack_arrays writes the scan's other arrays after them).
+
+    Copies into fresh memory cost a page fault per 4 KB (~2.3 us on this VM: 81 MB took 47 ms
+    to write the first time, 6 ms the second). Each frame held as an array of its own and then
+    copied into the packed buffer was written twice, the second time into fresh memory too: the
+    16x synthetic clip's shots stage had 28,000 page faults a run, 22,600 with this. One pixel
+    format and size per video: a stream that changes either midway keeps none (the pairs stage
+    decodes them).
+    """
+
+    HEAD = 128  # bytes left free at the start for the header of the stacked pixels' record
+
+    def __init__(self, limit_bytes: int = -1):
+        self.buffer = bytearray(self.HEAD)
+        self.limit = limit_bytes
+        self.index: list[int] = []
+        self.colorspace: list[int] = []
+        self.color_range: list[int] = []
+        self.format = ""
+        self.size = (0, 0)  # (width, height) before rotation
+        self.shape: tuple[int, ...] = ()  # of one frame's array
+        self.mixed = False
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __iter__(self):
+        return iter(self.index)
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.buffer) - self.HEAD
+
+    def wants_more(self) -> bool:
+        return not self.mixed and self.nbytes < self.limit
+
+    def add(self, idx: int, frame: av.VideoFrame, size: tuple[int, int]) -> None:
+        """`frame` scaled to `size` (width, height, before rotation) with swscale's area filter, appended."""
+        out = _sample_frame(frame, size)
+        fmt = out.format.name
+        plane_bytes, shape_of = _KEEP_LAYOUT[fmt]
+        shape = shape_of(out.width, out.height)
+        if not self.index:
+            self.format, self.size, self.shape = fmt, size, shape
+        elif (fmt, size, shape) != (self.format, self.size, self.shape):
+            self.mixed = True  # (nothing of it is used: freed now, and no more is kept)
+            self.buffer, self.index, self.colorspace, self.color_range = bytearray(self.HEAD), [], [], []
+            return
+        for plane, bpp in zip(out.planes, plane_bytes):
+            rows = np.frombuffer(plane, np.uint8, plane.line_size * plane.height).reshape(plane.height, plane.line_size)
+            rows = rows[:, :plane.width * bpp]
+            # (a memoryview: `bytearray += ndarray` would be NumPy's element-wise add)
+            self.buffer += memoryview(rows if rows.flags.c_contiguous else np.ascontiguousarray(rows))
+        self.index.append(idx)
+        self.colorspace.append(int(out.colorspace))
+        self.color_range.append(int(out.color_range))
+
+    def __getitem__(self, idx: int) -> KeptFrame:
+        """One kept frame, its pixels copied out (the buffer grows while the scan runs)."""
+        if idx not in self.index:
+            raise KeyError(idx)
+        k = self.index.index(idx)
+        n = math.prod(self.shape)
+        pixels = np.frombuffer(self.buffer, np.uint8, n, self.HEAD + k * n).reshape(self.shape).copy()
+        return KeptFrame(pixels, self.format, self.size, self.colorspace[k], self.color_range[k])
+
+    def items(self):
+        return [(i, self[i]) for i in self]
+
+
 @dataclass
 class Scan:
     """What the scan saw: `index[k]` is the frame index of thumbnail `thumbs[k]`."""
@@ -76,13 +159,16 @@ class Scan:
     thumbs: np.ndarray  # uint8 (n, th, tw) luma
     grid_index: np.ndarray  # int64 (m,), frames with an analysis image
     grid_images: list[np.ndarray] = field(default_factory=list)  # uint8 luma, display orientation
-    kept: dict[int, KeptFrame] = field(default_factory=dict)  # grid frame -> sample-quality copy
+    kept: KeptFrames = field(default_factory=KeptFrames)  # sample-quality copies of grid frames
     decoded_frames: int = 0
     net_frames: np.ndarray | None = None  # uint8 (n, 27, 48, 3) RGB of frames `index`, when asked for
 
 
+_PLANAR_LUMA = ("yuv", "yuvj", "nv12", "nv21", "gray")  # formats whose first plane is the luma
+
+
 def _luma(frame: av.VideoFrame, bits: int) -> np.ndarray:
-    if frame.format.name.startswith(("yuv", "yuvj", "nv12", "nv21", "gray")):
+    if frame.format.name.startswith(_PLANAR_LUMA):
         plane = frame.planes[0]
         if bits > 8:
             y = np.frombuffer(plane, np.uint16).reshape(frame.height, plane.line_size // 2)[:, :frame.width]
@@ -166,11 +252,16 @@ def net_frame(frame: av.VideoFrame) -> np.ndarray:
                                 threads=1).to_ndarray()
 
 
-def keep_frame(frame: av.VideoFrame, size: tuple[int, int]) -> KeptFrame:
-    """`frame` scaled to `size` (width, height, before rotation) with swscale's area filter."""
+def _sample_frame(frame: av.VideoFrame, size: tuple[int, int]) -> av.VideoFrame:
+    """`frame` scaled to `size` (width, height, before rotation) with swscale's area filter, in a kept format."""
     fmt = frame.format.name if frame.format.name in KEEP_FORMATS else "rgb24"
-    out = _SCALER.reformat(frame, width=size[0], height=size[1], format=fmt, interpolation="AREA", threads=1)
-    return KeptFrame(out.to_ndarray(), fmt, size, int(out.colorspace), int(out.color_range))
+    return _SCALER.reformat(frame, width=size[0], height=size[1], format=fmt, interpolation="AREA", threads=1)
+
+
+def keep_frame(frame: av.VideoFrame, size: tuple[int, int]) -> KeptFrame:
+    """`frame` scaled to `size` as a KeptFrame of its own."""
+    out = _sample_frame(frame, size)
+    return KeptFrame(out.to_ndarray(), out.format.name, size, int(out.colorspace), int(out.color_range))
 
 
 def sample_rgb(kept: KeptFrame, rotation_deg: int) -> np.ndarray:
@@ -199,8 +290,7 @@ def scan(path: str, info: ProbeInfo, cfg: ScanConfig, first: int = 0, last: int 
     seen: dict[int, np.ndarray] = {}
     net: dict[int, np.ndarray] = {}
     grid: dict[int, np.ndarray] = {}
-    kept: dict[int, KeptFrame] = {}
-    kept_bytes, keep_limit = 0, cfg.keep_frames_mb * 2**20 if cfg.keep_frames else -1
+    kept = KeptFrames(cfg.keep_frames_mb * 2**20 if cfg.keep_frames else -1)
     keep_size = fit_size(info.width, info.height, cfg.frame_short_side_px, cfg.frame_max_long_side_px)
     next_grid = 0  # position in `pending` of the next grid frame to fill
     errors, decoded = 0, 0
@@ -251,9 +341,8 @@ def scan(path: str, info: ProbeInfo, cfg: ScanConfig, first: int = 0, last: int 
                 if next_grid < len(pending_list) and idx >= pending_list[next_grid]:
                     grid[idx] = _analysis_image(y, size, info.rotation_deg)
                     next_grid = bisect.bisect_right(pending_list, idx)
-                    if kept_bytes < keep_limit:
-                        kept[idx] = keep_frame(frame, keep_size)
-                        kept_bytes += kept[idx].pixels.nbytes
+                    if kept.wants_more():
+                        kept.add(idx, frame, keep_size)
     if not seen:
         raise VideoError("decode_error", "no frame decoded")
     index = np.array(sorted(seen), np.int64)

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from datagen.video.decode import ScanConfig, decode_frames, fit_size, sample_rgb, scan
+from datagen.video.decode import KEEP_FORMATS, KeptFrames, ScanConfig, decode_frames, fit_size, sample_rgb, scan
 from datagen.video.probe import probe
 from datagen.video.synthetic import Segment, write_video
 
@@ -79,7 +79,7 @@ def test_scan_keeps_frames_up_to_its_memory_bound():
     info = probe(path)
     one = scan(path, info, ScanConfig(keep_frames_mb=1))  # 640x480 4:2:0 is 0.44 MiB: three fit under 1 MiB
     assert sorted(one.kept) == one.grid_index[:3].tolist()
-    assert scan(path, info, ScanConfig(keep_frames=False)).kept == {}
+    assert len(scan(path, info, ScanConfig(keep_frames=False)).kept) == 0
 
 
 def test_rotated_stream_decodes_upright(tmp_path):
@@ -109,3 +109,30 @@ def test_kept_frames_at_source_size_are_pyavs_own_rgb(name, tmp_path):
         direct = {_frame_index(info, f): f.to_ndarray(format="rgb24") for f in container.decode(video=0)}
     for i, kept in seen.kept.items():
         assert np.array_equal(sample_rgb(kept, 0), direct[i]), i
+
+
+@pytest.mark.parametrize("fmt", sorted(KEEP_FORMATS))
+def test_kept_frames_hold_pyavs_own_array_of_every_kept_format(fmt):
+    """KeptFrames copies planes' rows itself (no array per frame): the bytes must be the array
+    PyAV's to_ndarray gives, which sample_rgb turns back into a frame."""
+    import av
+
+    rgb = np.random.default_rng(0).integers(0, 256, (48, 62, 3), np.uint8)  # 62 px: rows padded in the frames
+    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format=fmt)
+    kept = KeptFrames(limit_bytes=2**20)
+    for idx in (3, 9):
+        kept.add(idx, frame, (62, 48))
+    expected = frame.to_ndarray()
+    assert list(kept) == [3, 9] and kept.format == fmt
+    for idx in (3, 9):
+        assert np.array_equal(kept[idx].pixels, expected)
+    assert np.array_equal(sample_rgb(kept[9], 0), frame.to_ndarray(format="rgb24"))
+
+
+def test_kept_frames_of_a_stream_that_changes_size_midway_are_none():
+    import av
+
+    kept = KeptFrames(limit_bytes=2**20)
+    for idx, width in ((0, 64), (5, 64), (9, 80)):
+        kept.add(idx, av.VideoFrame(width, 48, "yuv420p"), (width, 48))
+    assert len(kept) == 0 and list(kept) == [] and not kept.wants_more()

@@ -42,3 +42,25 @@ def test_scan_arrays_are_read_in_place(kind):
     assert z["grid_images"].shape == (200, 72, 128) and z["grid_images"][7].max() == 7
     assert np.shares_memory(np.frombuffer(data, np.uint8), z["grid_images"])
     assert peak < len(data) / 10  # views of the buffer (np.load copied all of it)
+
+
+def test_kept_frames_become_the_packed_buffer_without_a_copy():
+    """The scan writes its kept copies once; packing puts the other arrays after them, in the same buffer."""
+    import av
+
+    from datagen.video.decode import KeptFrames
+
+    kept = KeptFrames(limit_bytes=2**30)
+    for k in range(40):  # 40 frames of 640x360 4:2:0: 13 MiB
+        frame = av.VideoFrame.from_ndarray(np.full((360, 640, 3), k, np.uint8), format="rgb24").reformat(format="yuv420p")
+        kept.add(k, frame, (640, 360))
+    buffer, nbytes, seventh = kept.buffer, kept.nbytes, kept[7].pixels
+    tracemalloc.start()
+    data = pack_arrays({"grid_index": np.arange(40), "kept_index": np.array(kept.index)}, kept)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert data is buffer and peak < nbytes / 10  # (a copy would have allocated all of it again)
+    z = unpack_arrays(bytes(data))
+    assert list(z) == ["kept_pixels", "grid_index", "kept_index"]
+    assert z["kept_pixels"].shape == (40, 540, 640) and np.array_equal(z["grid_index"], np.arange(40))
+    assert np.array_equal(z["kept_pixels"][7], seventh)
