@@ -12,6 +12,7 @@ so the same video and config give the same (shot, pair) numbering and frames.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import cv2
@@ -185,42 +186,42 @@ def choose_pairs(shots: Shots, grid_index: np.ndarray, grid_images: list[np.ndar
     """Pairs of every shot (round-robin over shots up to the per-video cap, spread evenly over the
     video when the cap cannot take a pair from every shot) and a count of rejection reasons.
 
+    A shot's pairs are found one at a time, most-changing moment first, and only as far as the
+    round-robin takes them: when the cap binds (a video of more shots than the cap has room for),
+    no pair is searched for that the cap would drop (ten 10-second shots capped at 4 pairs: a
+    third of the flow evaluations or less; a video whose shots give one pair each gains nothing).
+
     `rejected`, when given, receives the facts of each pair rejected as discontinuous (its worst steps).
     """
     why: Counter = Counter()
-    per_shot: list[list[PairChoice]] = []
-    pos = {int(i): k for k, i in enumerate(grid_index)}
     flashes = {i for i, why_ in shots.unusable.items() if why_ in ("transient", "blown")}
     cont = Continuity(grid_index, grid_images, shots.steps, cfg.continuity, skip=flashes)
     if rejected is not None:
         cont.rejected = rejected
-    for shot in shots.shots:
-        if shot.end_s - shot.start_s < cfg.min_shot_s:
-            why["short_shot"] += 1
-            continue
-        cands = []
-        lo, hi = shot.start_frame + cfg.boundary_margin_frames, shot.end_frame - cfg.boundary_margin_frames
-        for i in grid_index[(grid_index >= lo) & (grid_index <= hi)]:
-            reason = _frame_problem(int(i), shots, grid_images[pos[int(i)]], cfg)
-            if reason:
-                why[reason] += 1
-            else:
-                cands.append(int(i))
-        per_shot.append(_pairs_in_shot(shot, cands, pos, grid_images, times_s, cfg, why, cont))
-    chosen: list[PairChoice] = []
-    for rank in range(cfg.max_pairs_per_shot):
-        ready = [pairs[rank] for pairs in per_shot if rank < len(pairs)]
-        budget = cfg.max_pairs_per_video - len(chosen)
-        if budget <= 0 or not ready:
+    pos = {int(i): k for k, i in enumerate(grid_index)}
+    usable = [shot for shot in shots.shots if shot.end_s - shot.start_s >= cfg.min_shot_s]
+    if len(usable) < len(shots.shots):
+        why["short_shot"] = len(shots.shots) - len(usable)
+    search = [_pairs_in_shot(shot, grid_index, shots, pos, grid_images, times_s, cfg, why, cont) for shot in usable]
+    taken: list[list[tuple[int, int, dict]]] = [[] for _ in usable]
+    live = list(range(len(usable)))  # shots whose search may still give a pair
+    for _ in range(cfg.max_pairs_per_shot):
+        budget = cfg.max_pairs_per_video - sum(map(len, taken))
+        if budget <= 0 or not live:
             break
+        ready = [(s, pair) for s in live if (pair := next(search[s], None)) is not None]
+        live = [s for s, _ in ready]
         if len(ready) > budget:  # spread over the whole video: the first shots alone would bias long videos
             ready = [ready[k] for k in np.unique(np.round(np.linspace(0, len(ready) - 1, budget)).astype(int))]
-        chosen += ready
-    chosen.sort(key=lambda p: (p.shot, p.pair))
+        for s, pair in ready:
+            taken[s].append(pair)
+    chosen = [PairChoice(shot.shot, k, a, b, facts) for shot, pairs in zip(usable, taken)
+              for k, (a, b, facts) in enumerate(sorted(pairs, key=lambda p: p[0]))]  # numbered in time order
     return chosen, why
 
 
-def _frame_problem(i: int, shots: Shots, img: np.ndarray, cfg: PairingConfig) -> str | None:
+def _frame_problem(i: int, shots: Shots, img: np.ndarray, cfg: PairingConfig, blur: dict[int, float]) -> str | None:
+    """Why frame `i` cannot be part of a pair, if it cannot; its blur score goes into `blur`."""
     if i in shots.unusable:
         return shots.unusable[i]  # black / blown / transient / fade
     b = shots.brightness.get(i, float(img.mean()) / 255)
@@ -228,33 +229,47 @@ def _frame_problem(i: int, shots: Shots, img: np.ndarray, cfg: PairingConfig) ->
         return "dark"
     if b > cfg.max_brightness:
         return "bright"
-    if blur_score(img) < cfg.min_blur:
+    blur[i] = blur_score(img)
+    if blur[i] < cfg.min_blur:
         return "blurry"
     return None
 
 
-def _pairs_in_shot(shot, cands: list[int], pos: dict, images: list, times_s: np.ndarray, cfg: PairingConfig,
-                   why: Counter, cont: Continuity) -> list[PairChoice]:
-    """Most-changing moments first (a cheap image difference ranks the A frames), then numbered in time order."""
-    chosen: list[tuple[int, int, dict]] = []
+def _pairs_in_shot(shot, grid_index: np.ndarray, shots: Shots, pos: dict, images: list, times_s: np.ndarray,
+                   cfg: PairingConfig, why: Counter, cont: Continuity) -> Iterator[tuple[int, int, dict]]:
+    """A shot's pairs (a, b, facts) as they are found, most-changing moments first (a cheap image
+    difference ranks the A frames); up to `max_pairs_per_shot`, and no more failed tries than
+    `max_failed_tries_per_shot`."""
+    lo, hi = shot.start_frame + cfg.boundary_margin_frames, shot.end_frame - cfg.boundary_margin_frames
+    cands = []
+    blur: dict[int, float] = {}  # (computed once: the A and B frames' facts carry it too)
+    for i in grid_index[(grid_index >= lo) & (grid_index <= hi)].tolist():
+        reason = _frame_problem(i, shots, images[pos[i]], cfg, blur)
+        if reason:
+            why[reason] += 1
+        else:
+            cands.append(i)
+    found: list[int] = []  # the A frames of the pairs found so far
     used: set[int] = set()  # a frame serves one pair only: repeated frames make near-duplicate samples
-    tries_before = sum(why.values())
+    failed = 0
     for a in sorted(cands, key=lambda a: (-_change(a, cands, pos, images, times_s, cfg), a)):
-        if len(chosen) >= cfg.max_pairs_per_shot or sum(why.values()) - tries_before >= cfg.max_failed_tries_per_shot:
-            break
-        if a in used or any(abs(times_s[a] - times_s[c[0]]) < cfg.min_pair_spacing_s for c in chosen):
+        if len(found) >= cfg.max_pairs_per_shot or failed >= cfg.max_failed_tries_per_shot:
+            return
+        if a in used or any(abs(times_s[a] - times_s[c]) < cfg.min_pair_spacing_s for c in found):
             continue
-        found = _best_b(shot, a, [c for c in cands if c not in used], pos, images, times_s, cfg, why, cont)
-        if found is None:
+        tries: Counter = Counter()
+        result = _best_b(shot, a, [c for c in cands if c not in used], pos, images, times_s, cfg, tries, cont, blur)
+        failed += sum(tries.values())
+        why.update(tries)
+        if result is None:
             continue
-        b, facts = found
+        b, facts = result
         facts.update(gap_s=round(float(times_s[b] - times_s[a]), 4), shot_start_s=round(shot.start_s, 4),
                      shot_end_s=round(shot.end_s, 4), shot_start_frame=shot.start_frame, shot_end_frame=shot.end_frame,
                      shot_fade_in=shot.fade_in, shot_fade_out=shot.fade_out)
-        chosen.append((a, b, facts))
+        found.append(a)
         used.update((a, b))
-    chosen.sort(key=lambda c: c[0])
-    return [PairChoice(shot.shot, k, a, b, facts) for k, (a, b, facts) in enumerate(chosen)]
+        yield a, b, facts
 
 
 def _change(a: int, cands: list[int], pos: dict, images: list, times_s: np.ndarray, cfg: PairingConfig) -> float:
@@ -267,7 +282,7 @@ def _change(a: int, cands: list[int], pos: dict, images: list, times_s: np.ndarr
 
 
 def _best_b(shot, a: int, cands: list[int], pos: dict, images: list, times_s: np.ndarray, cfg: PairingConfig,
-            why: Counter, cont: Continuity) -> tuple[int, dict] | None:
+            why: Counter, cont: Continuity, blur: dict[int, float]) -> tuple[int, dict] | None:
     """Try gaps around the target: a static result asks for a longer gap, too much motion for a shorter one."""
     bs = [b for b in cands if cfg.min_gap_s - 1e-6 <= times_s[b] - times_s[a] <= cfg.max_gap_s + 1e-6]
     if not bs:
@@ -281,7 +296,7 @@ def _best_b(shot, a: int, cands: list[int], pos: dict, images: list, times_s: np
             break
         tried.add(b)
         ia, ib = images[pos[a]], images[pos[b]]
-        verdict, facts = _judge(ia, ib, cfg)
+        verdict, facts = _judge(ia, ib, cfg, (blur[a], blur[b]))
         if verdict is None:
             worst = cont.worst(a, b, shot.start_frame, shot.end_frame)
             broken = worst.pop("continuity_break_frame")
@@ -307,7 +322,7 @@ def _best_b(shot, a: int, cands: list[int], pos: dict, images: list, times_s: np
     return None
 
 
-def _judge(ia: np.ndarray, ib: np.ndarray, cfg: PairingConfig) -> tuple[str | None, dict]:
+def _judge(ia: np.ndarray, ib: np.ndarray, cfg: PairingConfig, blurs: tuple[float, float]) -> tuple[str | None, dict]:
     bright_a, bright_b = float(ia.mean()) / 255, float(ib.mean()) / 255
     if abs(bright_a - bright_b) > cfg.max_brightness_change:
         return "exposure_jump", {}
@@ -319,5 +334,5 @@ def _judge(ia: np.ndarray, ib: np.ndarray, cfg: PairingConfig) -> tuple[str | No
     if facts["flow_p90"] < cfg.min_flow and facts["object_motion_area"] < cfg.min_object_area:
         return "static", facts
     facts.update(brightness_a=round(bright_a, 4), brightness_b=round(bright_b, 4),
-                 blur_a=round(blur_score(ia), 2), blur_b=round(blur_score(ib), 2))
+                 blur_a=round(blurs[0], 2), blur_b=round(blurs[1], 2))
     return None, facts
