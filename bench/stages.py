@@ -13,6 +13,7 @@ entry in BENCHES (a function returning its class, config and rows), so caption a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import logging
@@ -169,10 +170,11 @@ def ray_pipeline(stage_cls, cfg, rows, batch_size: int) -> float:
     import ray
 
     res = cfg.resources if hasattr(cfg, "resources") else None
+    pool = StageCompute.actor_pool(res, 1, 1)  # one actor, as the pipeline's plan makes it (datagen/pipeline/sizing.py)
+    # blocks of one batch each, as a model stage's output reaches the next; mapped as run.py maps every model stage
     ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows) // batch_size)).map_batches(
-        actor_class(timed(stage_cls)), fn_constructor_kwargs={"config": cfg}, batch_size=batch_size,
-        # one actor, as the pipeline's plan makes it (datagen/pipeline/sizing.py), mapped as run.py maps every stage
-        compute=StageCompute.actor_pool(res, 1, 1).ray_strategy(),
+        actor_class(timed(stage_cls), batch_size), fn_constructor_kwargs={"config": cfg},
+        batch_size=pool.task_rows(batch_size), compute=pool.ray_strategy(),
         num_cpus=res.num_cpus, num_gpus=1 if getattr(cfg, "device", "cpu") == "cuda" else 0, batch_format="pyarrow")
     out = ds.select_columns([STAMP, BUSY]).take_all()
     return rate([r[STAMP] for r in out], [r[BUSY] for r in out])
@@ -197,6 +199,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batches", type=int, default=12, help="batches per measurement (the first is warm-up)")
     ap.add_argument("--repeats", type=int, default=5, help="paired rounds of bare loop and pipeline; median reported")
     ap.add_argument("--batch-size", type=int, default=None, help="default: each stage's resources.batch_size")
+    ap.add_argument("--batches-per-task", type=int, default=None,
+                    help="batches one Ray task carries (default: each stage's resources.batches_per_task)")
     ap.add_argument("--model-dir", default=None, help="where random models are built (default: a temp dir)")
     args = ap.parse_args(argv)
 
@@ -215,6 +219,9 @@ def main(argv: list[str] | None = None) -> None:
             ms_per_pair: dict[str, float] = {}
             for name in args.stages.split(","):
                 stage_cls, cfg = BENCHES[name](args.size, args.device, model_dir)
+                if args.batches_per_task is not None:
+                    cfg = dataclasses.replace(cfg, resources=dataclasses.replace(
+                        cfg.resources, batches_per_task=args.batches_per_task))
                 bs = args.batch_size or cfg.resources.batch_size
                 # Ray gives an actor as many torch threads as CPUs it reserves; the bare loop gets the same.
                 torch.set_num_threads(max(1, int(cfg.resources.num_cpus)))
@@ -229,7 +236,7 @@ def main(argv: list[str] | None = None) -> None:
                 _, bare, piped, piped_busy = rounds[len(rounds) // 2]
                 bare, piped = bare * images_per_row, piped * images_per_row
                 spread = "/".join(f"{r[0]:.2f}" for r in rounds)
-                tag = f"[{args.size},{args.device},bs={bs}]"
+                tag = f"[{args.size},{args.device},bs={bs}x{cfg.resources.batches_per_task}]"
                 print(f"{name}.bare{tag}: {bare:.2f} images/s", flush=True)
                 print(f"{name}.ray_data{tag}: {piped:.2f} images/s ratio={piped / bare:.2f} vs {name}.bare "
                       f"(median of {len(rounds)} paired rounds: {spread})", flush=True)

@@ -52,8 +52,10 @@ class ShotsConfig:
     # one video per batch: a scan takes ~0.1-1 s per minute of video and its rows are large
     resources: Resources = field(default_factory=lambda: Resources(num_cpus=1, batch_size=1))
     # the TransNetV2 actors: a few videos per batch (their windows share forward passes); the gpu
-    # profile gives each a fraction of a GPU (the network is small: ~30 MB of weights)
-    transnet_resources: Resources = field(default_factory=lambda: Resources(num_cpus=1, batch_size=4, concurrency=1))
+    # profile gives each a fraction of a GPU (the network is small: ~30 MB of weights). One
+    # batch per task: a row carries its video's whole scan (tens of MB), not a pair's frames.
+    transnet_resources: Resources = field(default_factory=lambda: Resources(num_cpus=1, batch_size=4, concurrency=1,
+                                                                            batches_per_task=1))
 
 
 class ShotsStage(Stage):

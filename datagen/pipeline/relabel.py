@@ -175,9 +175,9 @@ def build_relabel_dataset(cfg: PipelineConfig, src: Location, requested: list[st
         section = cfg.section(name)
         kwargs = {"stage_cls": MODEL_STAGES[name], "config": section, "requested": name in requested,
                   "only_stale": only_stale}
-        ds = ds.map_batches(actor_class(RelabelStep), fn_constructor_kwargs=kwargs,
+        ds = ds.map_batches(actor_class(RelabelStep, section.resources.batch_size), fn_constructor_kwargs=kwargs,
                             compute=compute[name].ray_strategy(),
-                            max_restarts=cfg.ray.max_actor_restarts, **_map_kwargs(section.resources))
+                            max_restarts=cfg.ray.max_actor_restarts, **_map_kwargs(section.resources, compute[name]))
     assemble = dataclasses.replace(cfg.assemble, tasks={t: r for t, r in cfg.assemble.tasks.items() if t in tasks})
     ds = ds.map_batches(cpu_stage, fn_kwargs={"stage_cls": AssembleStage, "config": assemble},
                         compute=compute["assemble"].ray_strategy(), **_map_kwargs(res))

@@ -28,18 +28,24 @@ class StageCompute:
     max_size: int  # most actors, or most tasks in flight
     calls_per_actor: int = 1  # batches one actor runs at once (Resources.batches_in_flight)
     ahead_per_actor: int = 3  # batches sent to an actor beyond those it runs (Resources.batches_ahead)
+    batches_per_task: int = 1  # batches one Ray task carries, each its own call (Resources.batches_per_task)
 
     @classmethod
     def actor_pool(cls, res: Resources, min_size: int, max_size: int) -> "StageCompute":
         """Between `min_size` and `max_size` actors of `res`, each running and queued its batches."""
-        return cls("actors", min_size, max_size, res.batches_in_flight, res.batches_ahead)
+        return cls("actors", min_size, max_size, res.batches_in_flight, res.batches_ahead, res.batches_per_task)
+
+    def task_rows(self, batch_size: int) -> int:
+        """Rows of one Ray task (map_batches' batch_size): `batches_per_task` batches of the stage's."""
+        return batch_size * self.batches_per_task
 
     def ray_strategy(self) -> Any:
         import ray
 
         if self.kind == "tasks":
             return ray.data.TaskPoolStrategy(size=self.max_size)
-        in_flight = self.calls_per_actor + self.ahead_per_actor
+        # Ray counts tasks: the batches ahead, rounded up to whole tasks
+        in_flight = self.calls_per_actor + math.ceil(self.ahead_per_actor / self.batches_per_task)
         if self.calls_per_actor == 1:
             return ray.data.ActorPoolStrategy(min_size=self.min_size, max_size=self.max_size,
                                               max_tasks_in_flight_per_actor=in_flight)

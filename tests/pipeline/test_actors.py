@@ -46,3 +46,34 @@ def test_what_a_batch_allocates_is_still_collected():
     ref = actor({})
     gc.collect()
     assert ref() is None
+
+
+class Calls:
+    """Records the rows of each call it gets; a 1:2 stage (each row out twice), like pairs from a video."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, batch):
+        rows = batch["x"] if isinstance(batch, dict) else batch.column("x").to_pylist()
+        self.calls.append(list(rows))
+        return {"x": [v for v in rows for _ in range(2)]}
+
+
+@pytest.mark.parametrize("kind", ["dict", "pyarrow"])
+def test_a_task_of_several_batches_is_run_as_calls_of_the_stage_s_batch_size(kind):
+    import pyarrow as pa
+
+    actor = actor_class(Calls, rows_per_call=4)()
+    batch = {"x": list(range(10))}
+    out = actor(pa.table(batch) if kind == "pyarrow" else batch)
+    outputs = list(out)  # one output per call, each yielded as it is made
+    assert actor.calls == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert [o["x"] for o in outputs] == [[0, 0, 1, 1, 2, 2, 3, 3], [4, 4, 5, 5, 6, 6, 7, 7], [8, 8, 9, 9]]
+
+
+def test_a_batch_within_the_call_size_is_one_plain_call():
+    actor = actor_class(Calls, rows_per_call=4)()
+    assert actor({"x": [1, 2, 3, 4]}) == {"x": [1, 1, 2, 2, 3, 3, 4, 4]} and actor.calls == [[1, 2, 3, 4]]
+    unsplit = actor_class(Calls)()
+    assert unsplit({"x": list(range(9))})["x"][-1] == 8 and len(unsplit.calls) == 1

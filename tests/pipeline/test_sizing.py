@@ -70,10 +70,15 @@ def test_ray_strategies_match_the_plan():
     plan = plan_compute(load_config("gpu"), {"CPU": 32.0, "GPU": 1.0})
     caption, pairs = plan["caption"].ray_strategy(), plan["pairs"].ray_strategy()
     assert isinstance(caption, ray_data.ActorPoolStrategy) and (caption.min_size, caption.max_size) == (1, 1)
-    # the caption actors of the gpu profile run 4 batches at once and get 3 more ahead
-    assert caption.max_tasks_in_flight_per_actor == 4 + 3
-    depth = plan_compute(load_config("cpu", ["depth.resources.batches_ahead=1"]), {"CPU": 2.0})["depth"]
-    assert depth.ray_strategy().max_tasks_in_flight_per_actor == 1 + 1
+    # the caption actors of the gpu profile run 4 tasks at once and get 3 batches more ahead:
+    # one task, since a task carries 4 batches
+    assert plan["caption"].batches_per_task == 4 and plan["caption"].task_rows(64) == 256
+    assert caption.max_tasks_in_flight_per_actor == 4 + 1
+    depth = plan_compute(load_config("cpu", ["depth.resources.batches_ahead=5"]), {"CPU": 2.0})["depth"]
+    assert depth.ray_strategy().max_tasks_in_flight_per_actor == 1 + 2  # 5 batches ahead: two tasks of 4
+    one = plan_compute(load_config("cpu", ["depth.resources.batches_per_task=1", "depth.resources.batches_ahead=1"]),
+                       {"CPU": 2.0})["depth"]
+    assert one.ray_strategy().max_tasks_in_flight_per_actor == 1 + 1 and one.task_rows(8) == 8
     assert isinstance(pairs, ray_data.TaskPoolStrategy) and pairs.size == 32 - 17
 
 
@@ -89,3 +94,5 @@ def test_a_vlm_actor_runs_several_batches_at_once_on_the_gpu_profile_and_one_on_
         load_config("gpu", ["caption.resources.batches_in_flight=0"])
     with pytest.raises(UserError, match="batches_ahead"):
         load_config("gpu", ["caption.resources.batches_ahead=-1"])
+    with pytest.raises(UserError, match="batches_per_task"):
+        load_config("gpu", ["caption.resources.batches_per_task=0"])

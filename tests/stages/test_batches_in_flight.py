@@ -76,3 +76,34 @@ def test_ray_runs_an_actor_s_batches_together_when_asked(ray_local):
     out = ds.map_batches(Meeting, batch_size=2, num_cpus=0.5,
                          compute=StageCompute("actors", 1, 1, calls_per_actor=2).ray_strategy()).take_all()
     assert sorted(r["x"] for r in out) == list(range(8)) and all(r["met"] for r in out)
+
+
+class Sizes(Stage):
+    """Marks each row with the size of the call that processed it and the process it ran in."""
+
+    name = "sizes"
+
+    def __init__(self, config=None):
+        pass
+
+    def process(self, rows):
+        import os
+
+        for r in rows:
+            r.update(call_rows=len(rows), pid=os.getpid())
+        return rows
+
+
+@pytest.mark.slow
+def test_a_ray_task_of_four_batches_reaches_the_stage_as_four_calls(ray_local):
+    """Blocks of 2 rows (one batch each, as a model stage's output reaches the next), 4 batches
+    a task: the stage is called with 2 rows at a time, and every row comes out once."""
+    ray = pytest.importorskip("ray")
+    from datagen.pipeline.actors import actor_class
+
+    pool = StageCompute("actors", 1, 1, batches_per_task=4)
+    ds = ray.data.from_items([{"x": i} for i in range(16)], override_num_blocks=8)
+    out = ds.map_batches(actor_class(Sizes, 2), batch_size=pool.task_rows(2), num_cpus=0.5,
+                         compute=pool.ray_strategy(), batch_format="pyarrow").take_all()
+    assert sorted(r["x"] for r in out) == list(range(16))
+    assert {r["call_rows"] for r in out} == {2} and len({r["pid"] for r in out}) == 1
