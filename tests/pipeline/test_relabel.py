@@ -246,8 +246,9 @@ def test_relabel_resumes_after_sigkill_to_the_same_bytes(caption_v2, tiny_models
     # no --config: the dataset's own config.yaml, with the new model set on top
     cmd = [sys.executable, "-m", "datagen", "relabel", "--input", str(src), "--output", str(out), "--stages", "caption",
            "--set", f"caption.model={tiny_models['caption_v2']}", "--set", "write.min_rows_per_write=1",
-           "--set", "caption.resources.batch_size=2",
-           "--set", "assemble.resources.batch_size=2"]  # several write tasks: a kill lands between commits
+           "--set", "caption.resources.batch_size=2", "--set", "assemble.resources.batch_size=2"]
+    # several write tasks, each model stage's batches one by one: a kill lands between commits
+    cmd += [a for s in ("caption", "verify", "segment") for a in ("--set", f"{s}.resources.batches_per_task=1")]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         committed = lambda: [p for p in (out / "progress").glob("*commit.parquet")  # noqa: E731
