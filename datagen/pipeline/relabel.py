@@ -32,7 +32,6 @@ from datagen.io.card import write_card
 from datagen.io.shards import FAILURES_DIR, SHARDS_DIR, manifest_part_path, write_parquet
 from datagen.io.storage import Location
 from datagen.io.tables import compute_stats, read_manifest, read_stats, write_stats
-from datagen.pipeline.actors import actor_class
 from datagen.pipeline.cpu_tasks import cpu_stage
 from datagen.pipeline.commit import (clean_partial_writes, committed_prefixes, start_write_claims, write_commit_record,
                                      write_prefix)
@@ -41,7 +40,7 @@ from datagen.pipeline.outcome import run_outcome
 from datagen.pipeline.progress import ResumeState, read_progress
 from datagen.pipeline.relabel_steps import RelabelStep, load_pairs
 from datagen.pipeline.run import (CONFIG_FILE, MODEL_STAGES, RUN_FILE, _map_kwargs, actor_start_bound, end_helpers,
-                                  init_ray)
+                                  init_ray, model_map_args)
 from datagen.pipeline.sink import DatasetSink
 from datagen.pipeline.sizing import plan_compute
 from schemas.labels import LABEL_STAGES, relabel_plan, tasks_depending_on
@@ -175,9 +174,8 @@ def build_relabel_dataset(cfg: PipelineConfig, src: Location, requested: list[st
         section = cfg.section(name)
         kwargs = {"stage_cls": MODEL_STAGES[name], "config": section, "requested": name in requested,
                   "only_stale": only_stale}
-        ds = ds.map_batches(actor_class(RelabelStep, section.resources.batch_size), fn_constructor_kwargs=kwargs,
-                            compute=compute[name].ray_strategy(),
-                            max_restarts=cfg.ray.max_actor_restarts, **_map_kwargs(section.resources, compute[name]))
+        ds = ds.map_batches(fn_constructor_kwargs=kwargs, max_restarts=cfg.ray.max_actor_restarts,
+                            **model_map_args(RelabelStep, section.resources, compute[name]))
     assemble = dataclasses.replace(cfg.assemble, tasks={t: r for t, r in cfg.assemble.tasks.items() if t in tasks})
     ds = ds.map_batches(cpu_stage, fn_kwargs={"stage_cls": AssembleStage, "config": assemble},
                         compute=compute["assemble"].ray_strategy(), **_map_kwargs(res))

@@ -67,14 +67,19 @@ class RunSummary:
     resumed: bool
 
 
-def _map_kwargs(res: Resources, compute: StageCompute | None = None) -> dict[str, Any]:
-    """map_batches' arguments for a stage of `res`; with an actor pool's `compute`, a task
-    carries its `batches_per_task` batches (the actor class splits them: actor_class)."""
-    rows = compute.task_rows(res.batch_size) if compute is not None else res.batch_size
-    kw: dict[str, Any] = {"batch_size": rows, "num_cpus": res.num_cpus, "batch_format": "pyarrow"}
+def _map_kwargs(res: Resources, rows: int | None = None) -> dict[str, Any]:
+    """map_batches' arguments for a stage of `res` (`rows`: of one task, default one batch)."""
+    kw: dict[str, Any] = {"batch_size": rows or res.batch_size, "num_cpus": res.num_cpus, "batch_format": "pyarrow"}
     if res.num_gpus:
         kw["num_gpus"] = res.num_gpus
     return kw
+
+
+def model_map_args(stage_cls: type, res: Resources, pool: StageCompute) -> dict[str, Any]:
+    """map_batches' arguments for a model stage's actor pool: a task carries the pool's
+    `batches_per_task` batches, and the actor class runs them one call each (actor_class)."""
+    return {"fn": actor_class(stage_cls, res.batch_size), "compute": pool.ray_strategy(),
+            **_map_kwargs(res, pool.task_rows(res.batch_size))}
 
 
 def build_dataset(cfg: PipelineConfig, sources, resume: ResumeState | ResumeClient | None, registry: Any,
@@ -89,8 +94,7 @@ def build_dataset(cfg: PipelineConfig, sources, resume: ResumeState | ResumeClie
         if stage_cls is PairsStage and cfg.shots.detector == "transnetv2":  # the shot network: a model stage
             res = cfg.shots.transnet_resources
             pool = StageCompute.actor_pool(res, res.concurrency, res.concurrency)
-            ds = ds.map_batches(actor_class(TransNetStage, res.batch_size), fn_constructor_kwargs={"config": cfg.shots},
-                                compute=pool.ray_strategy(), **_map_kwargs(res, pool))
+            ds = ds.map_batches(fn_constructor_kwargs={"config": cfg.shots}, **model_map_args(TransNetStage, res, pool))
         res = section.resources
         extra = {"resume": resume, "registry": registry} if stage_cls is IngestStage else {"resume": resume}
         extra["ledger"] = ledger
@@ -100,9 +104,8 @@ def build_dataset(cfg: PipelineConfig, sources, resume: ResumeState | ResumeClie
         section = cfg.section(name)
         res = section.resources
         stage_cls = reporting(MODEL_STAGES[name], ledger, res.num_gpus) if ledger is not None else MODEL_STAGES[name]
-        ds = ds.map_batches(actor_class(stage_cls, res.batch_size), fn_constructor_kwargs={"config": section},
-                            compute=compute[name].ray_strategy(),
-                            max_restarts=cfg.ray.max_actor_restarts, **_map_kwargs(res, compute[name]))
+        ds = ds.map_batches(fn_constructor_kwargs={"config": section}, max_restarts=cfg.ray.max_actor_restarts,
+                            **model_map_args(stage_cls, res, compute[name]))
     res = cfg.assemble.resources
     ds = ds.map_batches(cpu_stage, fn_kwargs={"stage_cls": AssembleStage, "config": cfg.assemble, "ledger": ledger},
                         compute=compute["assemble"].ray_strategy(), **_map_kwargs(res))
